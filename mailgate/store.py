@@ -1,0 +1,656 @@
+"""The only module that speaks SQL: SQLite (WAL, synchronous=FULL) through sqlite-utils, one writer thread, migrations.
+
+Every call runs on the store's single writer thread with its own connection, so the daemon never writes
+from two threads; other processes (`mailgate ingest`, the CLI) open their own Store and SQLite's locking
+(BEGIN IMMEDIATE + busy timeout) serialises them. Any SQLite failure to write becomes
+`StorageUnavailable` (a TemporaryFailure: SMTP 451, ingest exit 75), never a silent loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+
+from .errors import StorageUnavailable
+from .message import Inbound
+
+T = TypeVar("T")
+BUSY_TIMEOUT_MS = 10_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime | None) -> str | None:
+    """Timestamps are stored as ISO 8601 UTC text with microseconds (sortable, readable in Datasette)."""
+    if dt is None:
+        return None
+    return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Records handed out of the store
+
+
+@dataclass(frozen=True)
+class SpoolEntry:
+    id: int
+    inbound: Inbound
+    state: str
+    error: str | None
+    ticket_number: int | None
+
+
+@dataclass(frozen=True)
+class Ticket:
+    number: int
+    subject: str
+    status: str
+    priority: str
+    team: str | None
+    assignee: str | None
+    customer: str
+    customer_name: str
+    sla_policy: str | None
+    tags: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    message_count: int = 0
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    ticket_number: int | None
+    message_id: str
+    direction: str
+    kind: str
+    from_addr: str
+    from_name: str
+    to_addrs: tuple[str, ...]
+    subject: str
+    text: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Event:
+    ticket_number: int | None
+    at: datetime
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Participant:
+    address: str
+    name: str
+    role: str  # customer | cc | agent | observer
+    receives: bool
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    ticket_number: int | None
+    kind: str
+    message_id: str
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    raw: bytes
+    due_at: datetime
+    attempts: int
+    created_at: datetime
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema: migrations are decorated functions applied once each, in order
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = []
+
+
+def migration(fn: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite_utils.Database], None]:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["spool"].create(
+        {
+            "id": int, "received_at": str, "source": str, "peer": str, "mail_from": str, "rcpt_to": str,
+            "source_ref": str, "sha256": str, "size": int, "raw": bytes, "state": str, "error": str,
+            "message_id": str, "ticket_number": int, "processed_at": str, "attempts": int,
+        },
+        pk="id", not_null=["received_at", "source", "raw", "state"], defaults={"state": "spooled", "attempts": 0},
+    )
+    db["spool"].create_index(["state"])
+    db["spool"].create_index(["source_ref"])
+    db["tickets"].create(
+        {
+            "number": int, "subject": str, "status": str, "priority": str, "team": str, "assignee": str,
+            "customer": str, "customer_name": str, "sla_policy": str, "tags": str, "created_at": str,
+            "updated_at": str, "ack_due_at": str, "acknowledged_at": str, "first_response_due_at": str,
+            "first_response_at": str, "resolution_due_at": str, "solved_at": str, "closed_at": str,
+        },
+        pk="number", not_null=["subject", "status", "priority", "customer", "created_at", "updated_at"],
+        defaults={"status": "new", "priority": "normal", "tags": "[]"},
+    )
+    db["tickets"].create_index(["status"])
+    db["tickets"].create_index(["customer"])
+    db["messages"].create(
+        {
+            "id": int, "ticket_number": int, "spool_id": int, "message_id": str, "direction": str, "kind": str,
+            "from_addr": str, "from_name": str, "to_addrs": str, "cc_addrs": str, "subject": str, "date": str,
+            "text": str, "stripped_text": str, "html": str, "auth": str, "defects": str, "created_at": str,
+        },
+        pk="id", not_null=["message_id", "direction", "kind", "created_at"],
+        foreign_keys=[("ticket_number", "tickets", "number"), ("spool_id", "spool", "id")],
+    )
+    db["messages"].create_index(["message_id"], unique=True)
+    db["messages"].create_index(["ticket_number"])
+    db["attachments"].create(
+        {"id": int, "message_row": int, "filename": str, "content_type": str, "size": int, "sha256": str,
+         "content_id": str, "inline": int, "content": bytes},
+        pk="id", foreign_keys=[("message_row", "messages", "id")],
+    )
+    db["attachments"].create_index(["message_row"])
+    db["participants"].create(
+        {"ticket_number": int, "address": str, "name": str, "role": str, "receives": int, "added_at": str},
+        pk=("ticket_number", "address"), foreign_keys=[("ticket_number", "tickets", "number")],
+    )
+    db["participants"].create_index(["address"])
+    db["events"].create(
+        {"id": int, "ticket_number": int, "spool_id": int, "at": str, "kind": str, "detail": str},
+        pk="id",
+    )
+    db["events"].create_index(["ticket_number"])
+    db["events"].create_index(["kind", "at"])
+    db["outbox"].create(
+        {
+            "id": int, "ticket_number": int, "kind": str, "message_id": str, "mail_from": str, "rcpt_to": str,
+            "raw": bytes, "created_at": str, "due_at": str, "attempts": int, "next_attempt_at": str,
+            "sent_at": str, "state": str, "last_error": str,
+        },
+        pk="id", not_null=["kind", "message_id", "rcpt_to", "raw", "created_at", "due_at", "state"],
+        defaults={"attempts": 0, "state": "queued"},
+    )
+    db["outbox"].create_index(["state", "next_attempt_at"])
+    db["outbox"].create_index(["kind", "sent_at"])
+    db["routing_state"].create({"team": str, "last_agent": str}, pk="team")
+    db["imap_state"].create(
+        {"account": str, "folder": str, "uidvalidity": int, "last_uid": int}, pk=("account", "folder")
+    )
+    db["messages"].enable_fts(["subject", "text"], create_triggers=True)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Store:
+    """One SQLite database; every statement runs on a single writer thread owned by this object."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailgate-store")
+        self._thread_id: int | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self.call(self._open)
+
+    # -- thread plumbing ------------------------------------------------------------------------
+
+    def _on_writer(self) -> bool:
+        return threading.get_ident() == self._thread_id
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run fn(*args) on the writer thread; the Future carries its result or exception."""
+        if self._closed:
+            raise StorageUnavailable(f"the store {self.path} is closed")
+        return self._executor.submit(self._guarded, fn, *args)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(*args) on the writer thread and wait for it."""
+        if self._on_writer():
+            return self._guarded(fn, *args)
+        return self.submit(fn, *args).result()
+
+    async def acall(self, fn: Callable[..., T], *args: Any) -> T:
+        """Await fn(*args) on the writer thread without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(fn, *args))
+
+    def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable(f"database {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise
+            raise StorageUnavailable(f"database {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        if self._closed:
+            return
+
+        def _close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        try:
+            self.call(_close)
+        finally:
+            self._closed = True
+            self._executor.shutdown(wait=True)
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        assert self._conn is not None and self._on_writer(), "SQL runs only on the store's writer thread"
+        return self._conn
+
+    def _open(self) -> None:
+        self._thread_id = threading.get_ident()
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StorageUnavailable(f"database {self.path}: cannot switch to WAL mode (got {mode})")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        self._conn = conn
+        self._migrate()
+
+    def _migrate(self) -> None:
+        db = sqlite_utils.Database(self.conn)
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+            done = {r[0] for r in self.conn.execute("SELECT name FROM migrations")}
+            for name, fn in MIGRATIONS:
+                if name not in done:
+                    fn(db)
+                    self.conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, iso(utcnow())))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def _transaction(self, fn: Callable[["Tx"], T]) -> T:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(Tx(conn))
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def transaction(self, fn: Callable[["Tx"], T]) -> T:
+        """Run fn(tx) in one BEGIN IMMEDIATE transaction on the writer thread: all of it commits or none."""
+        return self.call(self._transaction, fn)
+
+    # -- spool ----------------------------------------------------------------------------------
+
+    def spool(self, inbound: Inbound) -> int:
+        """Commit the raw message durably and return its spool id; only after this may a source say "accepted"."""
+        return self.call(self._transaction, lambda tx: tx.spool(inbound))
+
+    async def aspool(self, inbound: Inbound) -> int:
+        return await self.acall(self._transaction, lambda tx: tx.spool(inbound))
+
+    def pending_spool_ids(self, limit: int = 100) -> list[int]:
+        return self.call(lambda: [r[0] for r in self.conn.execute(
+            "SELECT id FROM spool WHERE state = 'spooled' ORDER BY id LIMIT ?", (limit,))])
+
+    def spool_entry(self, spool_id: int) -> SpoolEntry | None:
+        return self.call(lambda: Tx(self.conn).spool_entry(spool_id))
+
+    def quarantine(self, spool_id: int, error: str) -> None:
+        self.transaction(lambda tx: tx.set_spool_state(spool_id, "quarantined", error=error))
+
+    def requeue(self, spool_ids: Sequence[int] | None = None, states: Iterable[str] = ("quarantined",)) -> list[int]:
+        """Put quarantined (or given) spool rows back to 'spooled' for `mailgate replay`; returns their ids."""
+
+        def run(tx: Tx) -> list[int]:
+            if spool_ids:
+                marks = ",".join("?" * len(spool_ids))
+                ids = [r[0] for r in tx.conn.execute(f"SELECT id FROM spool WHERE id IN ({marks})", list(spool_ids))]
+            else:
+                st = list(states)
+                marks = ",".join("?" * len(st))
+                ids = [r[0] for r in tx.conn.execute(f"SELECT id FROM spool WHERE state IN ({marks})", st)]
+            for sid in ids:
+                tx.conn.execute("UPDATE spool SET state='spooled', error=NULL WHERE id=? AND state != 'done'", (sid,))
+            return ids
+
+        return self.transaction(run)
+
+    def spool_counts(self) -> dict[str, int]:
+        return self.call(lambda: {r[0]: r[1] for r in self.conn.execute("SELECT state, count(*) FROM spool GROUP BY state")})
+
+    def quarantined(self) -> list[tuple[int, str, str]]:
+        return self.call(lambda: [(r[0], r[1] or "", r[2] or "") for r in self.conn.execute(
+            "SELECT id, received_at, error FROM spool WHERE state='quarantined' ORDER BY id")])
+
+    # -- secrets and small state ----------------------------------------------------------------
+
+    def meta_secret(self, key: str = "reply_token_secret") -> str:
+        """A random secret generated once and kept in the database (used when the config sets none)."""
+
+        def run(tx: Tx) -> str:
+            row = tx.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            if row:
+                return row[0]
+            value = secrets.token_hex(32)
+            tx.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+            return value
+
+        return self.transaction(run)
+
+    def imap_state(self, account: str, folder: str) -> tuple[int, int] | None:
+        """(uidvalidity, last committed uid) for an IMAP folder, or None when never seen."""
+        return self.call(lambda: (lambda r: (r[0], r[1]) if r else None)(self.conn.execute(
+            "SELECT uidvalidity, last_uid FROM imap_state WHERE account=? AND folder=?", (account, folder)).fetchone()))
+
+    def set_imap_state(self, account: str, folder: str, uidvalidity: int, last_uid: int) -> None:
+        self.transaction(lambda tx: tx.conn.execute(
+            "INSERT INTO imap_state VALUES (?, ?, ?, ?) ON CONFLICT(account, folder) DO UPDATE SET "
+            "uidvalidity=excluded.uidvalidity, last_uid=excluded.last_uid", (account, folder, uidvalidity, last_uid)))
+
+    def spool_ids_for_source_ref(self, ref: str) -> list[int]:
+        return self.call(lambda: [r[0] for r in self.conn.execute("SELECT id FROM spool WHERE source_ref=?", (ref,))])
+
+    # -- outbox -----------------------------------------------------------------------------------
+
+    def due_outbox(self, now: datetime, limit: int = 20) -> list[OutboxItem]:
+        """Queued mail whose next attempt is due, earliest SLA due time first (acks before the rest)."""
+        return self.call(lambda: [_outbox_item(r) for r in self.conn.execute(
+            "SELECT * FROM outbox WHERE state='queued' AND next_attempt_at <= ? ORDER BY due_at, id LIMIT ?",
+            (iso(now), limit))])
+
+    def mark_sent(self, item_id: int, at: datetime) -> None:
+        def run(tx: Tx) -> None:
+            tx.conn.execute("UPDATE outbox SET state='sent', sent_at=?, attempts=attempts+1, last_error=NULL WHERE id=?",
+                            (iso(at), item_id))
+            row = tx.conn.execute("SELECT ticket_number, kind, rcpt_to FROM outbox WHERE id=?", (item_id,)).fetchone()
+            if row and row["ticket_number"] is not None:
+                if row["kind"] == "ack":
+                    tx.conn.execute("UPDATE tickets SET acknowledged_at=coalesce(acknowledged_at, ?) WHERE number=?",
+                                    (iso(at), row["ticket_number"]))
+                tx.event(row["ticket_number"], f"{row['kind']}_sent", f"to {', '.join(json.loads(row['rcpt_to']))}", at=at)
+
+        self.transaction(run)
+
+    def mark_retry(self, item_id: int, error: str, next_at: datetime, give_up: bool) -> None:
+        def run(tx: Tx) -> None:
+            state = "failed" if give_up else "queued"
+            tx.conn.execute("UPDATE outbox SET state=?, attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
+                            (state, error, iso(next_at), item_id))
+            row = tx.conn.execute("SELECT ticket_number, kind FROM outbox WHERE id=?", (item_id,)).fetchone()
+            if row and row["ticket_number"] is not None:
+                tx.event(row["ticket_number"], f"{row['kind']}_{'failed' if give_up else 'deferred'}", error)
+
+        self.transaction(run)
+
+    def outbox_counts(self) -> dict[str, int]:
+        return self.call(lambda: {r[0]: r[1] for r in self.conn.execute("SELECT state, count(*) FROM outbox GROUP BY state")})
+
+    # -- reading tickets (CLI) --------------------------------------------------------------------
+
+    def tickets(self, status: str | None = None, limit: int = 200) -> list[Ticket]:
+        def run() -> list[Ticket]:
+            sql = ("SELECT t.*, (SELECT count(*) FROM messages m WHERE m.ticket_number=t.number) AS message_count "
+                   "FROM tickets t")
+            args: list[Any] = []
+            if status:
+                sql += " WHERE status=?"
+                args.append(status)
+            sql += " ORDER BY number DESC LIMIT ?"
+            args.append(limit)
+            return [_ticket(r) for r in self.conn.execute(sql, args)]
+
+        return self.call(run)
+
+    def ticket(self, number: int) -> Ticket | None:
+        return self.call(lambda: Tx(self.conn).ticket(number))
+
+    def ticket_messages(self, number: int) -> list[StoredMessage]:
+        return self.call(lambda: [_message(r) for r in self.conn.execute(
+            "SELECT * FROM messages WHERE ticket_number=? ORDER BY id", (number,))])
+
+    def ticket_events(self, number: int) -> list[Event]:
+        return self.call(lambda: [Event(r["ticket_number"], parse_iso(r["at"]), r["kind"], r["detail"] or "")  # type: ignore[arg-type]
+                                  for r in self.conn.execute("SELECT * FROM events WHERE ticket_number=? ORDER BY id", (number,))])
+
+    def participants(self, number: int) -> list[Participant]:
+        return self.call(lambda: Tx(self.conn).participants(number))
+
+    def message_count(self) -> int:
+        return self.call(lambda: self.conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Read-only SQL for reports and tests (rows as dicts)."""
+        return self.call(lambda: [dict(r) for r in self.conn.execute(sql, list(args))])
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Tx:
+    """The statements one transaction may run; handed to code running inside `Store.transaction`."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    # spool
+    def spool(self, inbound: Inbound) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO spool (received_at, source, peer, mail_from, rcpt_to, source_ref, sha256, size, raw, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'spooled')",
+            (iso(inbound.received_at), inbound.source, inbound.peer, inbound.mail_from, json.dumps(list(inbound.rcpt_to)),
+             inbound.source_ref, inbound.sha256, len(inbound.raw), inbound.raw),
+        )
+        return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def spool_entry(self, spool_id: int) -> SpoolEntry | None:
+        r = self.conn.execute("SELECT * FROM spool WHERE id=?", (spool_id,)).fetchone()
+        if r is None:
+            return None
+        inbound = Inbound(raw=bytes(r["raw"]), source=r["source"], received_at=parse_iso(r["received_at"]),  # type: ignore[arg-type]
+                          peer=r["peer"], mail_from=r["mail_from"], rcpt_to=tuple(json.loads(r["rcpt_to"] or "[]")),
+                          source_ref=r["source_ref"])
+        return SpoolEntry(id=r["id"], inbound=inbound, state=r["state"], error=r["error"], ticket_number=r["ticket_number"])
+
+    def spool_state(self, spool_id: int) -> str | None:
+        r = self.conn.execute("SELECT state FROM spool WHERE id=?", (spool_id,)).fetchone()
+        return r[0] if r else None
+
+    def set_spool_state(self, spool_id: int, state: str, *, error: str | None = None,
+                        message_id: str | None = None, ticket_number: int | None = None) -> None:
+        self.conn.execute(
+            "UPDATE spool SET state=?, error=?, message_id=coalesce(?, message_id), ticket_number=coalesce(?, ticket_number),"
+            " processed_at=?, attempts=attempts+1 WHERE id=?",
+            (state, error, message_id, ticket_number, iso(utcnow()), spool_id))
+
+    # messages and tickets
+    def message_ticket(self, message_id: str) -> tuple[int | None, str, str] | None:
+        """(ticket number, direction, kind) of a stored message, or None."""
+        r = self.conn.execute("SELECT ticket_number, direction, kind FROM messages WHERE message_id=?", (message_id,)).fetchone()
+        return (r[0], r[1], r[2]) if r else None
+
+    def ticket(self, number: int) -> Ticket | None:
+        r = self.conn.execute(
+            "SELECT t.*, (SELECT count(*) FROM messages m WHERE m.ticket_number=t.number) AS message_count "
+            "FROM tickets t WHERE number=?", (number,)).fetchone()
+        return _ticket(r) if r else None
+
+    def create_ticket(self, *, subject: str, customer: str, customer_name: str, priority: str, team: str | None,
+                      assignee: str | None, sla_policy: str | None, tags: Sequence[str], at: datetime) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO tickets (subject, status, priority, team, assignee, customer, customer_name, sla_policy, tags,"
+            " created_at, updated_at) VALUES (?, 'new', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (subject, priority, team, assignee, customer, customer_name, sla_policy, json.dumps(sorted(set(tags))),
+             iso(at), iso(at)))
+        return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def update_ticket(self, number: int, **fields: Any) -> None:
+        """Set ticket columns (datetimes and tag lists converted); always bumps updated_at."""
+        allowed = {"subject", "status", "priority", "team", "assignee", "sla_policy", "tags", "ack_due_at",
+                   "first_response_due_at", "first_response_at", "resolution_due_at", "solved_at", "closed_at"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"not ticket columns: {sorted(bad)}")
+        values = {k: (iso(v) if isinstance(v, datetime) else json.dumps(sorted(set(v))) if k == "tags" else v)
+                  for k, v in fields.items()}
+        values["updated_at"] = iso(utcnow())
+        sets = ", ".join(f"{k}=?" for k in values)
+        self.conn.execute(f"UPDATE tickets SET {sets} WHERE number=?", (*values.values(), number))
+
+    def add_message(self, *, ticket_number: int | None, spool_id: int | None, message_id: str, direction: str, kind: str,
+                    from_addr: str, from_name: str, to_addrs: Sequence[str], cc_addrs: Sequence[str], subject: str,
+                    date: datetime | None, text: str, stripped_text: str | None = None, html: str | None = None,
+                    auth: str | None = None, defects: Sequence[str] = (), at: datetime | None = None) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO messages (ticket_number, spool_id, message_id, direction, kind, from_addr, from_name, to_addrs,"
+            " cc_addrs, subject, date, text, stripped_text, html, auth, defects, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (ticket_number, spool_id, message_id, direction, kind, from_addr, from_name, json.dumps(list(to_addrs)),
+             json.dumps(list(cc_addrs)), subject, iso(date), text, stripped_text, html, auth, json.dumps(list(defects)),
+             iso(at or utcnow())))
+        return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def add_attachment(self, message_row: int, *, filename: str, content_type: str, size: int, sha256: str,
+                       content: bytes, content_id: str | None, inline: bool) -> None:
+        self.conn.execute(
+            "INSERT INTO attachments (message_row, filename, content_type, size, sha256, content_id, inline, content)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (message_row, filename, content_type, size, sha256, content_id, int(inline), content))
+
+    def last_inbound_message_id(self, number: int) -> str | None:
+        r = self.conn.execute("SELECT message_id FROM messages WHERE ticket_number=? AND direction='in' AND kind='customer'"
+                              " ORDER BY id DESC LIMIT 1", (number,)).fetchone()
+        return r[0] if r else None
+
+    def thread_message_ids(self, number: int, limit: int = 20) -> list[str]:
+        """The ticket's Message-IDs, oldest first (for References of mail we send)."""
+        rows = self.conn.execute("SELECT message_id FROM messages WHERE ticket_number=? AND kind != 'agent_note'"
+                                 " ORDER BY id", (number,)).fetchall()
+        ids = [r[0] for r in rows]
+        return ids if len(ids) <= limit else ids[:1] + ids[-(limit - 1):]
+
+    # participants
+    def participants(self, number: int) -> list[Participant]:
+        return [Participant(r["address"], r["name"] or "", r["role"], bool(r["receives"])) for r in self.conn.execute(
+            "SELECT * FROM participants WHERE ticket_number=? ORDER BY added_at, address", (number,))]
+
+    def participant(self, number: int, address: str) -> Participant | None:
+        r = self.conn.execute("SELECT * FROM participants WHERE ticket_number=? AND address=?", (number, address)).fetchone()
+        return Participant(r["address"], r["name"] or "", r["role"], bool(r["receives"])) if r else None
+
+    def add_participant(self, number: int, address: str, name: str, role: str, receives: bool) -> bool:
+        """Add a participant unless present (an existing role is never downgraded); True when added."""
+        cur = self.conn.execute(
+            "INSERT INTO participants (ticket_number, address, name, role, receives, added_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(ticket_number, address) DO NOTHING", (number, address, name, role, int(receives), iso(utcnow())))
+        return cur.rowcount > 0
+
+    def customer_known(self, address: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM tickets WHERE customer=? LIMIT 1", (address,)).fetchone() is not None
+
+    # events
+    def event(self, ticket_number: int | None, kind: str, detail: str = "", *, spool_id: int | None = None,
+              at: datetime | None = None) -> None:
+        self.conn.execute("INSERT INTO events (ticket_number, spool_id, at, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                          (ticket_number, spool_id, iso(at or utcnow()), kind, detail))
+
+    # outbox
+    def queue_mail(self, *, ticket_number: int | None, kind: str, message_id: str, mail_from: str,
+                   rcpt_to: Sequence[str], raw: bytes, due_at: datetime, at: datetime | None = None) -> int:
+        now = iso(at or utcnow())
+        cur = self.conn.execute(
+            "INSERT INTO outbox (ticket_number, kind, message_id, mail_from, rcpt_to, raw, created_at, due_at,"
+            " next_attempt_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')",
+            (ticket_number, kind, message_id, mail_from, json.dumps(list(rcpt_to)), raw, now, iso(due_at), now))
+        return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def auto_mails_to(self, address: str, since: datetime, ticket_number: int | None = None, kind: str | None = None) -> int:
+        """How many automatic mails (acks, auto notices) were queued to an address since a time."""
+        sql = "SELECT count(*) FROM outbox WHERE rcpt_to LIKE ? AND created_at >= ? AND kind IN ('ack', 'auto')"
+        args: list[Any] = [f'%"{address}"%', iso(since)]
+        if ticket_number is not None:
+            sql += " AND ticket_number=?"
+            args.append(ticket_number)
+        if kind is not None:
+            sql = sql.replace("kind IN ('ack', 'auto')", "kind=?")
+            args.insert(2, kind)
+        return self.conn.execute(sql, args).fetchone()[0]
+
+    # routing state (the RoutingState protocol of mailgate.rules)
+    def next_in_rotation(self, team: str, candidates: list[str]) -> str:
+        r = self.conn.execute("SELECT last_agent FROM routing_state WHERE team=?", (team,)).fetchone()
+        last = r[0] if r else None
+        ordered = sorted(candidates)
+        nxt = ordered[0]
+        if last is not None:
+            later = [c for c in ordered if c > last]
+            nxt = later[0] if later else ordered[0]
+        self.conn.execute("INSERT INTO routing_state VALUES (?, ?) ON CONFLICT(team) DO UPDATE SET last_agent=excluded.last_agent",
+                          (team, nxt))
+        return nxt
+
+    def open_ticket_counts(self, agents: list[str]) -> dict[str, int]:
+        counts = {a: 0 for a in agents}
+        for r in self.conn.execute("SELECT assignee, count(*) FROM tickets WHERE status IN ('new', 'open', 'pending')"
+                                   " AND assignee IS NOT NULL GROUP BY assignee"):
+            if r[0] in counts:
+                counts[r[0]] = r[1]
+        return counts
+
+
+def _ticket(r: sqlite3.Row) -> Ticket:
+    keys = r.keys()
+    return Ticket(number=r["number"], subject=r["subject"], status=r["status"], priority=r["priority"], team=r["team"],
+                  assignee=r["assignee"], customer=r["customer"], customer_name=r["customer_name"] or "",
+                  sla_policy=r["sla_policy"], tags=tuple(json.loads(r["tags"] or "[]")),
+                  created_at=parse_iso(r["created_at"]), updated_at=parse_iso(r["updated_at"]),  # type: ignore[arg-type]
+                  message_count=r["message_count"] if "message_count" in keys else 0)
+
+
+def _message(r: sqlite3.Row) -> StoredMessage:
+    return StoredMessage(id=r["id"], ticket_number=r["ticket_number"], message_id=r["message_id"], direction=r["direction"],
+                         kind=r["kind"], from_addr=r["from_addr"] or "", from_name=r["from_name"] or "",
+                         to_addrs=tuple(json.loads(r["to_addrs"] or "[]")), subject=r["subject"] or "", text=r["text"] or "",
+                         created_at=parse_iso(r["created_at"]))  # type: ignore[arg-type]
+
+
+def _outbox_item(r: sqlite3.Row) -> OutboxItem:
+    return OutboxItem(id=r["id"], ticket_number=r["ticket_number"], kind=r["kind"], message_id=r["message_id"],
+                      mail_from=r["mail_from"] or "", rcpt_to=tuple(json.loads(r["rcpt_to"])), raw=bytes(r["raw"]),
+                      due_at=parse_iso(r["due_at"]), attempts=r["attempts"], created_at=parse_iso(r["created_at"]))  # type: ignore[arg-type]
