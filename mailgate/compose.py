@@ -1,0 +1,201 @@
+"""Render mail we send (acknowledgements, notifications, relays, escalations) from sandboxed jinja2 templates.
+
+Headers are built with the stdlib `email` API, never by string concatenation; every value from a
+customer is folded to one clean line first. Templates compile at load time, so a broken template is
+reported (template:line) when the daemon starts or reloads, not when a customer is waiting.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import struct
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.headerregistry import Address as HeaderAddress
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from .errors import Location, Problem, TemplateError
+
+LOOP_HEADER = "X-Mailgate-Loop"
+BUILTIN_TEMPLATES = Path(__file__).parent / "defaults" / "templates"
+REQUIRED_TEMPLATES = ("ack.txt.j2", "agent_notification.txt.j2", "relay.txt.j2", "escalation.txt.j2", "command_error.txt.j2")
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One rendered mail, ready for the outbox."""
+
+    kind: str  # ack | notification | relay | escalation | command_error | forward
+    message_id: str  # without angle brackets
+    mail_from: str  # envelope sender
+    rcpt_to: tuple[str, ...]
+    raw: bytes
+    ticket_number: int | None = None
+
+
+@dataclass(frozen=True)
+class Party:
+    """A display name and address for a header."""
+
+    name: str
+    addr: str
+
+
+@dataclass(frozen=True)
+class Threading:
+    """Threading headers for a mail we send."""
+
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    thread_index: str | None = None  # the customer's Thread-Index, continued for Outlook
+    topic: str = ""
+
+
+def one_line(value: str, limit: int = 998) -> str:
+    """A header-safe single line: no CR, LF or other control characters, whitespace folded."""
+    value = re.sub(r"[\x00-\x1f\x7f]", " ", value)
+    return " ".join(value.split())[:limit]
+
+
+def tagged_subject(subject: str, number: int, tag: str) -> str:
+    """"Re: <subject> [Tag #N]", without stacking Re: prefixes or repeating the tag."""
+    subject = one_line(subject) or "(no subject)"
+    subject = re.sub(r"\s*\[\s*" + re.escape(tag) + r"\s*#\s*\d+\s*\]\s*", " ", subject, flags=re.I).strip()
+    while True:
+        stripped = re.sub(r"^(re|aw|sv|antw|fwd?|wg)\s*(\[\d+\])?\s*:\s*", "", subject, flags=re.I)
+        if stripped == subject:
+            break
+        subject = stripped
+    return f"Re: {subject} [{tag} #{number}]"
+
+
+def thread_index(parent: str | None, now: float | None = None) -> str:
+    """An Outlook Thread-Index: a child block appended to the parent's, or a fresh header block."""
+    now = time.time() if now is None else now
+    filetime = int((now + 11644473600) * 10_000_000)
+    if parent:
+        try:
+            raw = base64.b64decode(parent.strip(), validate=True)
+        except (ValueError, TypeError):
+            raw = b""
+        if len(raw) >= 22:
+            parent_time = struct.unpack(">Q", raw[:6] + b"\x00\x00")[0]
+            delta = max(0, filetime - parent_time) >> 18
+            child = struct.pack(">I", min(delta, 0x7FFFFFFF))[0:4] + os.urandom(1)
+            return base64.b64encode(raw + child[:5]).decode()
+    header = struct.pack(">Q", filetime)[:6] + os.urandom(16)
+    return base64.b64encode(header).decode()
+
+
+class Composer:
+    """Loads and compiles the templates once; renders mail from them."""
+
+    def __init__(self, templates_dir: Path | None, domain: str):
+        self.domain = domain
+        search = [str(templates_dir)] if templates_dir and templates_dir.is_dir() else []
+        search.append(str(BUILTIN_TEMPLATES))
+        self.env = SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(search),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=True,
+        )
+        self.templates_dir = templates_dir
+        self._compiled: dict[str, jinja2.Template] = {}
+        self._load_all()
+
+    def _load_all(self) -> None:
+        problems: list[Problem] = []
+        names = set(REQUIRED_TEMPLATES)
+        if self.templates_dir and self.templates_dir.is_dir():
+            names |= {p.name for p in self.templates_dir.glob("*.j2")}
+        for name in sorted(names):
+            try:
+                self._compiled[name] = self.env.get_template(name)
+            except jinja2.TemplateSyntaxError as exc:
+                problems.append(Problem(Location(exc.filename or name, exc.lineno or 0), f"template syntax: {exc.message}"))
+            except jinja2.TemplateNotFound:
+                problems.append(Problem(Location(name), "template not found"))
+        if problems:
+            raise TemplateError(problems)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._compiled)
+
+    def render(self, name: str, **variables: Any) -> str:
+        """Render a template by name; errors become TemplateError naming template:line."""
+        template = self._compiled.get(name)
+        if template is None:
+            raise TemplateError(Problem(Location(name), "no such template (add it to templates/ and reload)"))
+        try:
+            return template.render(**variables)
+        except jinja2.TemplateError as exc:
+            line = _error_line(exc, template)
+            raise TemplateError(Problem(Location(template.filename or name, line), f"cannot render: {exc}")) from None
+        except Exception as exc:  # a filter or attribute raising inside the sandbox
+            raise TemplateError(Problem(Location(template.filename or name), f"cannot render: {type(exc).__name__}: {exc}")) from None
+
+    def new_message_id(self) -> str:
+        return make_msgid(domain=self.domain)[1:-1]
+
+    def build(self, *, kind: str, sender: Party, to: list[Party], subject: str, body: str, envelope_from: str,
+              reply_to: Party | None = None, cc: list[Party] | None = None, threading: Threading = Threading(),
+              automatic: bool, ticket_number: int | None = None, extra_headers: dict[str, str] | None = None,
+              attachments: list[tuple[str, str, bytes]] | None = None, date: datetime | None = None) -> Outbound:
+        """Assemble one mail with safe headers; `automatic` adds the RFC 3834 and Microsoft auto-reply markers."""
+        msg = EmailMessage()
+        message_id = self.new_message_id()
+        msg["Message-ID"] = f"<{message_id}>"
+        msg["Date"] = format_datetime(date or datetime.now(timezone.utc))
+        msg["From"] = _header_address(sender)
+        msg["To"] = [_header_address(p) for p in to]
+        if cc:
+            msg["Cc"] = [_header_address(p) for p in cc]
+        if reply_to:
+            msg["Reply-To"] = _header_address(reply_to)
+        msg["Subject"] = one_line(subject)
+        if threading.in_reply_to:
+            msg["In-Reply-To"] = f"<{threading.in_reply_to}>"
+        if threading.references:
+            msg["References"] = " ".join(f"<{r}>" for r in threading.references)
+        msg["Thread-Topic"] = one_line(threading.topic or subject)[:255]
+        msg["Thread-Index"] = thread_index(threading.thread_index)
+        if automatic:
+            msg["Auto-Submitted"] = "auto-replied"
+            msg["X-Auto-Response-Suppress"] = "OOF, AutoReply"
+            msg["Precedence"] = "bulk"
+        msg[LOOP_HEADER] = self.domain
+        for name, value in (extra_headers or {}).items():
+            msg[name] = one_line(value)
+        msg.set_content(body)
+        for filename, ctype, data in attachments or []:
+            maintype, _, subtype = ctype.partition("/")
+            msg.add_attachment(data, maintype=maintype or "application", subtype=subtype or "octet-stream", filename=filename)
+        rcpt = tuple(dict.fromkeys(p.addr for p in list(to) + list(cc or [])))
+        return Outbound(kind=kind, message_id=message_id, mail_from=envelope_from, rcpt_to=rcpt, raw=bytes(msg),
+                        ticket_number=ticket_number)
+
+
+def _header_address(party: Party) -> HeaderAddress:
+    name = one_line(party.name, 200)
+    return HeaderAddress(display_name=name, addr_spec=party.addr)
+
+
+def _error_line(exc: Exception, template: jinja2.Template) -> int:
+    tb = exc.__traceback__
+    line = 0
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == template.filename or tb.tb_frame.f_code.co_filename == "<template>":
+            line = template.get_corresponding_lineno(tb.tb_lineno)
+        tb = tb.tb_next
+    return getattr(exc, "lineno", None) or line

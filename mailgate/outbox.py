@@ -1,0 +1,186 @@
+"""Delivery worker: sends due outbox rows through the relay (or into a local Maildir), retries with backoff, records sent_at.
+
+The only SMTP client in mailgate. A 4xx reply or a connection failure is retried with exponential
+backoff; a 5xx reply fails the row for good (kept, with its error, for the admin). Nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mailbox
+import random
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from .config import Config, read_secret_file
+from .errors import DeliveryError, StorageUnavailable
+from .store import OutboxItem, Store, utcnow
+
+log = logging.getLogger("mailgate.outbox")
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    sent: int
+    deferred: int
+    failed: int
+
+
+class Transport:
+    """Hands one rendered mail to the world."""
+
+    def send(self, item: OutboxItem) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class MaildirTransport(Transport):
+    """Writes mail into a local Maildir (new/cur/tmp), used when no relay is configured."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def send(self, item: OutboxItem) -> None:
+        envelope = (f"Return-Path: <{item.mail_from}>\r\n" + "".join(f"Delivered-To: {r}\r\n" for r in item.rcpt_to)).encode()
+        try:
+            mailbox.Maildir(str(self.path), create=True).add(envelope + item.raw)
+        except OSError as exc:
+            raise DeliveryError(f"cannot write to Maildir {self.path}: {exc}") from exc
+
+    def describe(self) -> str:
+        return f"maildir:{self.path}"
+
+
+class RelayTransport(Transport):
+    """Sends through an SMTP relay with STARTTLS, implicit TLS or none, and optional AUTH."""
+
+    def __init__(self, config: Config):
+        self.relay = config.relay
+        self.password = self.relay.password or (read_secret_file(config, self.relay.password_file, "relay.password_file")
+                                                if self.relay.password_file else "")
+
+    def connect(self) -> smtplib.SMTP:
+        r = self.relay
+        context = ssl.create_default_context()
+        if r.tls == "implicit":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(r.host, r.port, timeout=r.timeout, context=context)
+        else:
+            client = smtplib.SMTP(r.host, r.port, timeout=r.timeout)
+            if r.tls == "starttls":
+                client.ehlo()
+                if not client.has_extn("starttls"):
+                    client.quit()
+                    raise DeliveryError(f"relay {r.host}:{r.port} does not offer STARTTLS (set relay.tls: none only for a trusted local relay)")
+                client.starttls(context=context)
+                client.ehlo()
+        if r.username:
+            client.login(r.username, self.password)
+        return client
+
+    def send(self, item: OutboxItem) -> None:
+        r = self.relay
+        try:
+            client = self.connect()
+            try:
+                refused = client.sendmail(item.mail_from, list(item.rcpt_to), item.raw)
+            finally:
+                try:
+                    client.quit()
+                except (smtplib.SMTPException, OSError):
+                    pass
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _msg in exc.recipients.values()]
+            raise DeliveryError(f"relay {r.host}:{r.port} refused all recipients: {exc.recipients}",
+                                permanent=all(c >= 500 for c in codes)) from exc
+        except smtplib.SMTPResponseException as exc:
+            text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+            raise DeliveryError(f"relay {r.host}:{r.port} answered {exc.smtp_code} {text}",
+                                permanent=exc.smtp_code >= 500) from exc
+        except (OSError, smtplib.SMTPException, socket.timeout) as exc:
+            raise DeliveryError(f"relay {r.host}:{r.port} unreachable: {exc}") from exc
+        if refused:
+            log.warning("outbox: relay refused some recipients of %s: %s", item.message_id, refused)
+
+    def describe(self) -> str:
+        return f"relay:{self.relay.host}:{self.relay.port} ({self.relay.tls})"
+
+
+def transport_for(config: Config) -> Transport:
+    return RelayTransport(config) if config.relay.host else MaildirTransport(config.path(config.maildir))
+
+
+class Outbox:
+    """Claims due rows and delivers them; one per daemon."""
+
+    def __init__(self, store: Store, config: Config, transport: Transport | None = None,
+                 clock: Callable[[], datetime] = utcnow):
+        self.store = store
+        self.config = config
+        self.transport = transport or transport_for(config)
+        self.clock = clock
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before the next try after `attempts` failures: doubling from retry_base, capped, with jitter."""
+        o = self.config.outbox
+        delay = min(o.retry_max, o.retry_base * (2 ** max(0, attempts - 1)))
+        return delay * random.uniform(0.8, 1.2)
+
+    def deliver_due(self, limit: int = 50) -> DeliveryReport:
+        """Send every due row once; blocking (run it in a thread)."""
+        sent = deferred = failed = 0
+        for item in self.store.due_outbox(self.clock(), limit):
+            try:
+                self.transport.send(item)
+            except DeliveryError as exc:
+                attempts = item.attempts + 1
+                give_up = exc.permanent or attempts >= self.config.outbox.max_attempts
+                next_at = self.clock() + timedelta(seconds=self.backoff(attempts))
+                self.store.mark_retry(item.id, str(exc), next_at, give_up)
+                if give_up:
+                    failed += 1
+                    log.error("outbox: gave up kind=%s message-id=<%s> ticket=%s attempts=%d error=%s",
+                              item.kind, item.message_id, item.ticket_number, attempts, exc)
+                else:
+                    deferred += 1
+                    log.warning("outbox: deferred kind=%s message-id=<%s> ticket=%s attempt=%d next_try=%s error=%s",
+                                item.kind, item.message_id, item.ticket_number, attempts, next_at.isoformat(timespec="seconds"), exc)
+                continue
+            self.store.mark_sent(item.id, self.clock())
+            sent += 1
+            log.info("outbox: sent kind=%s message-id=<%s> ticket=%s to=%s via=%s", item.kind, item.message_id,
+                     item.ticket_number, ",".join(item.rcpt_to), self.transport.describe())
+        return DeliveryReport(sent, deferred, failed)
+
+    async def run(self, stop: asyncio.Event, wake: asyncio.Event, interval: float = 1.0) -> None:
+        """Deliver whenever woken, and at least every `interval` seconds, until `stop` is set."""
+        while not stop.is_set():
+            wake.clear()
+            try:
+                report = await asyncio.to_thread(self.deliver_due)
+                if report.sent == 50:
+                    continue
+            except StorageUnavailable as exc:
+                log.error("outbox: storage unavailable, will retry: %s", exc)
+            except Exception:  # the worker must survive anything one row does
+                log.exception("outbox: unexpected error; will retry")
+            try:
+                await asyncio.wait_for(_first(stop, wake), timeout=interval)
+            except asyncio.TimeoutError:
+                pass
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
