@@ -1,20 +1,31 @@
 """Inbound mail as received (raw bytes + envelope) and its parsed view `Mail`; `parse()` turns one into the other.
 
-Parsing never raises on bad input: what cannot be read becomes a recorded defect, and the raw bytes are
-always kept by the caller. Limits (parts, nesting depth) stop MIME bombs with a defect.
+Parsing never raises on bad input: what cannot be read becomes a recorded defect (plain English in
+`Mail.defects`), and the raw bytes are always kept by the caller. The stdlib `email` feed parser
+(compat32 policy) splits the MIME tree; headers, charsets, encoded-words, transfer encodings and
+file names are decoded here, leniently. Before the stdlib sees the bytes, `_prescan` walks the
+MIME skeleton iteratively and defuses bombs: parts nested deeper than `MAX_DEPTH` are left
+unread and the message is cut after `MAX_PARTS` parts. See docs/parsing.md for the measurements.
 """
 
 from __future__ import annotations
 
-import email
+import binascii
+import codecs
+import email.parser
+import email.utils
 import email.policy
 import hashlib
+import html as _html
+import mimetypes
+import quopri
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.headerregistry import Address as _HeaderAddress
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
+from html.parser import HTMLParser
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,10 @@ class Address:
     def __str__(self) -> str:
         if not self.name:
             return self.addr
-        return str(_HeaderAddress(display_name=self.name, addr_spec=self.addr)) if "@" in self.addr else self.addr
+        try:
+            return str(_HeaderAddress(display_name=self.name, addr_spec=self.addr)) if "@" in self.addr else self.addr
+        except (ValueError, IndexError, TypeError):  # an addr-spec the header registry refuses
+            return self.addr
 
     @property
     def domain(self) -> str:
@@ -62,6 +76,7 @@ class Attachment:
     content: bytes = field(repr=False)
     content_id: str | None = None
     inline: bool = False
+    description: str = ""  # Content-Description, decoded, one line
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,7 @@ class Mail:
     defects: tuple[str, ...]
     size: int
     message_id_synthesised: bool = False
+    text_from_html: bool = False  # True when `text` was converted from `html` (no text/plain body)
 
     def header(self, name: str) -> str | None:
         """The first header of that name (case-insensitive), decoded, or None."""
@@ -104,10 +120,132 @@ class Mail:
 
 
 # ---------------------------------------------------------------------------------------------
-# Parsing
+# Limits
 
-MAX_PARTS = 1000
-MAX_DEPTH = 50
+MAX_PARTS = 1000  # MIME parts read; the message is cut after this many
+MAX_DEPTH = 50  # MIME nesting levels read (multipart and message/rfc822 both count)
+MAX_ADDRESS_HEADER = 64 * 1024  # characters of one address header that are parsed
+MAX_FILENAME = 180  # characters kept of an attachment name
+
+
+# ---------------------------------------------------------------------------------------------
+# Charsets
+
+# Labels whose real-world use is a superset encoding (as browsers treat them, WHATWG Encoding).
+_SUPERSETS = {
+    "gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "euc-cn": "gb18030", "cp936": "gb18030",
+    "iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252",
+    "iso-8859-9": "cp1254", "tis-620": "cp874", "iso-8859-11": "cp874", "windows-874": "cp874",
+    "ks_c_5601-1987": "cp949", "euc-kr": "cp949", "ks_c_5601": "cp949",
+    "shift_jis": "cp932", "shift-jis": "cp932", "sjis": "cp932", "x-sjis": "cp932", "windows-31j": "cp932",
+    "big5": "big5hkscs", "iso-2022-jp": "iso2022_jp_ext",
+}
+_NOT_CHARSETS = {"unicode_escape", "raw_unicode_escape", "unicode_internal", "idna", "punycode", "undefined"}
+
+
+def _codec(label: str | None) -> str | None:
+    """The Python codec for a MIME charset label, or None when there is no such text charset."""
+    if not label:
+        return None
+    name = label.strip().strip("\"'").strip().lower()
+    name = _SUPERSETS.get(name, name)
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None
+    return info.name
+
+
+def _decode_bytes(data: bytes, declared: str | None, fallbacks: tuple[str, ...], defects: list[str], what: str) -> str:
+    """Bytes as text: the declared charset, then UTF-8, then the message's other charsets, then cp1252/latin-1."""
+    codec = _codec(declared)
+    if declared and codec is None:
+        defects.append(f"{what}: unknown charset {declared.strip()[:40]!r}; read as UTF-8 or Windows-1252")
+    candidates = [c for c in (codec, "utf-8", *fallbacks, "cp1252") if c]
+    for i, candidate in enumerate(candidates):
+        if candidate in candidates[:i]:
+            continue
+        try:
+            text = data.decode(candidate)
+        except (UnicodeDecodeError, LookupError):
+            continue
+        if codec and candidate != codec:
+            defects.append(f"{what}: not valid {declared.strip()[:40]!r}; read as {candidate}")  # type: ignore[union-attr]
+        return text
+    return data.decode("latin-1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Header text
+
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u0085\u2028\u2029]")
+_ENCODED_WORD_RE = re.compile(r"=\?([^?\s]{1,75})\?([qQbB])\?([^?]*?)\?=")
+
+
+def _clean_line(value: str) -> str:
+    """One line of header text: no CR/LF or control characters, whitespace folded."""
+    value = _CONTROL_RE.sub(" ", value.replace("\r", " ").replace("\n", " "))
+    return " ".join(value.split())
+
+
+def _raw_text(value: object, fallbacks: tuple[str, ...]) -> str:
+    """A raw header value as str: 8-bit bytes (kept by the parser as surrogates) decoded, lines unfolded."""
+    text = str(value)
+    if any("\udc80" <= ch <= "\udcff" for ch in text):
+        raw = text.encode("utf-8", "surrogateescape")
+        text = _decode_bytes(raw, None, fallbacks, [], "header")
+    return re.sub(r"\r?\n(?=[ \t])", "", text)
+
+
+def _word_bytes(encoding: str, payload: str) -> bytes:
+    if encoding in "qQ":
+        return quopri.decodestring(payload.replace("_", " ").encode("ascii", "replace"), header=False)
+    data = re.sub(r"[^A-Za-z0-9+/]", "", payload).encode("ascii")
+    data = data[: len(data) - len(data) % 4] if len(data) % 4 == 1 else data + b"=" * (-len(data) % 4)
+    try:
+        return binascii.a2b_base64(data)
+    except binascii.Error:
+        return b""
+
+
+def decode_words(text: str, fallbacks: tuple[str, ...] = (), defects: list[str] | None = None) -> str:
+    """RFC 2047 encoded-words decoded, leniently: adjacent words joined (even a character split between
+    them), words inside quotes or other words read too, a wrong or unknown charset falls back."""
+    if "=?" not in text:
+        return text
+    sink: list[str] = [] if defects is None else defects
+    out: list[str] = []
+    pos = 0
+    pending: list[tuple[str, bytes]] = []  # runs of adjacent encoded words, bytes per charset
+
+    def flush() -> None:
+        for charset, data in pending:
+            out.append(_decode_bytes(data, charset, fallbacks, sink, "encoded-word"))
+        pending.clear()
+
+    for match in _ENCODED_WORD_RE.finditer(text):
+        gap = text[pos : match.start()]
+        if gap and not (pending and not gap.strip(" \t\r\n")):
+            flush()
+            out.append(gap)
+        charset = match.group(1).split("*", 1)[0]  # RFC 2231 language suffix
+        data = _word_bytes(match.group(2), match.group(3))
+        if pending and pending[-1][0].lower() == charset.lower():
+            pending[-1] = (pending[-1][0], pending[-1][1] + data)
+        else:
+            pending.append((charset, data))
+        pos = match.end()
+    flush()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _header_value(raw_value: object, fallbacks: tuple[str, ...], defects: list[str]) -> str:
+    return _clean_line(decode_words(_raw_text(raw_value, fallbacks), fallbacks, defects))
+
+
 _MSGID_RE = re.compile(r"<([^<>\s]+)>")
 
 
@@ -117,210 +255,621 @@ def _ids(value: str | None) -> tuple[str, ...]:
     found = _MSGID_RE.findall(value)
     if not found:
         found = [tok.strip("<>") for tok in value.split() if "@" in tok]
-    seen: list[str] = []
-    for mid in found:
-        if mid not in seen:
-            seen.append(mid)
-    return tuple(seen)
+    return tuple(dict.fromkeys(_clean_line(mid)[:998] for mid in found if _clean_line(mid)))
 
 
-def _addresses(values: list[str]) -> tuple[Address, ...]:
-    out = []
-    for name, addr in getaddresses([v for v in values if v]):
-        if not addr and not name:
+_PLACEHOLDER = "mgw{}x"
+
+
+def _addresses(values: list[str], fallbacks: tuple[str, ...], defects: list[str]) -> tuple[Address, ...]:
+    """Mailboxes of address headers. Encoded-words are swapped for atoms before the split, so a comma or
+    quote inside one cannot break the list; group syntax and comments work as `getaddresses` reads them."""
+    out: list[Address] = []
+    for value in values:
+        if len(value) > MAX_ADDRESS_HEADER:
+            defects.append(f"an address header of {len(value)} characters was cut to {MAX_ADDRESS_HEADER}")
+            value = value[:MAX_ADDRESS_HEADER]
+        words: list[str] = []
+
+        def stash(match: re.Match[str]) -> str:
+            words.append(match.group(0))
+            return _PLACEHOLDER.format(len(words) - 1)
+
+        protected = _ENCODED_WORD_RE.sub(stash, value)
+        try:
+            pairs = getaddresses([protected])
+        except Exception:  # noqa: BLE001 - the stdlib address parser on hostile input
+            defects.append("an address header could not be read")
             continue
-        out.append(Address(name=_clean_line(name), addr=_clean_line(addr).lower()))
+        for name, addr in pairs:
+            if words:
+                name = re.sub(r"mgw(\d+)x(?:[ \t]+(?=mgw\d+x))?", lambda m: words[int(m.group(1))], name)
+                addr = re.sub(r"mgw(\d+)x", lambda m: words[int(m.group(1))], addr)
+            name = _clean_line(decode_words(name, fallbacks, defects)).strip("\"' ")
+            addr = _clean_line(addr).strip("<>").lower()
+            if name or addr:
+                out.append(Address(name=name, addr=addr))
     return tuple(out)
 
 
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# ---------------------------------------------------------------------------------------------
+# File names and HTML
 
-
-def _clean_line(value: str) -> str:
-    """One line of header text: no CR/LF or control characters, whitespace folded."""
-    value = _CONTROL_RE.sub("", value.replace("\r", " ").replace("\n", " "))
-    return " ".join(value.split())
-
-
-def _header_text(msg: Message, name: str, defects: list[str]) -> str | None:
-    try:
-        value = msg.get(name)
-    except Exception as exc:  # a header the policy cannot parse
-        defects.append(f"header {name}: {exc}")
-        raw = msg.get_all(name, failobj=[None], )  # type: ignore[arg-type]
-        value = raw[0] if raw else None
-    if value is None:
-        return None
-    return str(value)
-
-
-def _decode_part(part: Message, defects: list[str]) -> str:
-    payload = part.get_payload(decode=True)
-    if payload is None:
-        return ""
-    if not isinstance(payload, bytes):
-        return str(payload)
-    charset = part.get_content_charset() or "utf-8"
-    for candidate in (charset, "utf-8", "cp1252"):
-        try:
-            return payload.decode(candidate)
-        except (LookupError, UnicodeDecodeError):
-            if candidate == charset:
-                defects.append(f"charset {charset!r} could not decode a part; fell back")
-            continue
-    return payload.decode("latin-1")
-
-
-_UNSAFE_NAME_RE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
+_UNSAFE_NAME_RE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\:*?\"<>|\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def sanitize_filename(name: str | None, fallback: str = "attachment") -> str:
     """A file name safe to show and to write: no path parts, control characters or reserved characters."""
     if not name:
         return fallback
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = _clean_line(name).replace("\\", "/").rsplit("/", 1)[-1]
     name = _UNSAFE_NAME_RE.sub("_", name).strip(" .")
-    if not name:
+    if not name or set(name) <= {"_", "."}:
         return fallback
-    if len(name) > 180:
+    if len(name) > MAX_FILENAME:
         stem, dot, ext = name.rpartition(".")
-        ext = ext[:20] if dot else ""
-        name = (stem if dot else name)[: 180 - len(ext) - 1] + ("." + ext if ext else "")
+        ext = ext[:20] if dot and stem else ""
+        name = (stem if ext else name)[: MAX_FILENAME - len(ext) - 1].rstrip(" .") + ("." + ext if ext else "")
     return name
 
 
-_TAG_RE = re.compile(r"<[^>]+>")
-_BLOCK_RE = re.compile(r"<\s*(br|/p|/div|/li|/tr|/h[1-6])\b[^>]*>", re.I)
-_DROP_RE = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.I | re.S)
+class _TextMaker(HTMLParser):
+    """HTML -> readable text: block elements break lines, lists get bullets, script/style/head are dropped."""
+
+    BLOCKS = frozenset(
+        "address article aside blockquote center dd div dl dt fieldset figcaption figure footer form h1 h2 h3 "
+        "h4 h5 h6 header hr li main nav ol p pre section table tbody thead tfoot tr ul".split()
+    )
+    HIDDEN = frozenset({"script", "style", "head", "title", "template", "noscript"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.hidden = 0
+        self.pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.HIDDEN:
+            self.hidden += 1
+        elif tag == "br":
+            self.out.append("\n")
+        elif tag in self.BLOCKS:
+            self.out.append("\n")
+            if tag == "li":
+                self.out.append("* ")
+            self.pre += tag == "pre"
+        elif tag in ("td", "th"):
+            self.out.append(" ")
+        elif tag == "img":
+            alt = dict(attrs).get("alt")
+            if alt:
+                self.out.append(f" {alt} ")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in self.HIDDEN:
+            self.handle_starttag(tag, attrs)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.HIDDEN:
+            self.hidden = max(0, self.hidden - 1)
+        elif tag in self.BLOCKS:
+            self.out.append("\n")
+            self.pre = max(0, self.pre - (tag == "pre"))
+
+    def handle_data(self, data: str) -> None:
+        if self.hidden:
+            return
+        self.out.append(data if self.pre else re.sub(r"[ \t\r\n\f]+", " ", data))
 
 
 def html_to_text(html: str) -> str:
-    """Readable plain text from an HTML body."""
-    import html as _html
-
-    text = _DROP_RE.sub("", html)
-    text = _BLOCK_RE.sub("\n", text)
-    text = _TAG_RE.sub("", text)
-    text = _html.unescape(text)
-    lines = [" ".join(line.split()) for line in text.splitlines()]
+    """Readable plain text from an HTML body (stdlib HTMLParser: linear, tolerant, never recurses)."""
+    maker = _TextMaker()
+    try:
+        maker.feed(html)
+        maker.close()
+    except Exception:  # noqa: BLE001 - HTMLParser on hostile input; fall back to tag stripping
+        return " ".join(_html.unescape(re.sub(r"<[^>]*>", " ", html)).split())
+    lines = [" ".join(line.replace("\xa0", " ").split()) for line in "".join(maker.out).splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def parse(raw: bytes) -> Mail:
-    """Parse raw RFC 5322 bytes into a `Mail`; never raises on malformed input."""
-    defects: list[str] = []
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    for d in getattr(msg, "defects", []):
-        defects.append(type(d).__name__)
+# ---------------------------------------------------------------------------------------------
+# Raw-level repairs and the MIME bomb check
 
-    headers: list[tuple[str, str]] = []
-    for key in msg.keys():
-        try:
-            values = msg.get_all(key) or []
-        except Exception as exc:
-            defects.append(f"header {key}: {exc}")
+_HEADER_LINE_RE = re.compile(rb"[!-9;-~]+[ \t]*:")
+_LINE_RE = re.compile(rb"[^\n]*\n?")
+
+
+def _repair_head(raw: bytes, defects: list[str]) -> bytes:
+    """Skip junk lines before the first header; join name-less lines inside the header block to the header
+    before them (a folded line that lost its indent), when real headers follow them before the blank line."""
+    lines = _LINE_RE.findall(raw[: 256 * 1024])
+    if not lines or lines[-1] == b"":
+        lines = lines[:-1]
+    is_header = [bool(_HEADER_LINE_RE.match(line)) for line in lines[:200]]
+    skip = 0
+    if lines and not is_header[0] and not lines[0].startswith(b"From ") and lines[0].strip():
+        for i in range(1, min(4, len(is_header) - 1)):
+            if is_header[i] and is_header[i + 1]:
+                skip = i
+                break
+        if skip:
+            defects.append(f"{skip} line(s) before the first header were skipped")
+    end = None
+    for i in range(skip, len(lines)):
+        if not lines[i].strip(b"\r\n"):
+            end = i
+            break
+    if end is None:
+        return b"".join(lines[skip:]) + raw[256 * 1024 :] if skip else raw
+    fixed = 0
+    head = lines[skip:end]
+    for i, line in enumerate(head):
+        if i == 0 or line[:1] in (b" ", b"\t") or _HEADER_LINE_RE.match(line) or line.startswith(b"From "):
             continue
-        for v in values:
-            headers.append((key, _clean_line(str(v))))
-    # keep one (name, value) per occurrence, in order
-    dedup: list[tuple[str, str]] = []
-    seen_pairs: set[tuple[str, str]] = set()
-    for pair in headers:
-        if pair not in seen_pairs:
-            dedup.append(pair)
-            seen_pairs.add(pair)
+        if any(_HEADER_LINE_RE.match(later) for later in head[i + 1 :]):
+            head[i] = b" " + line
+            fixed += 1
+    if fixed:
+        defects.append(f"{fixed} header line(s) without a name were joined to the header before them")
+    if not skip and not fixed:
+        return raw
+    return b"".join(head) + b"".join(lines[end:]) + raw[256 * 1024 :]
 
-    mid_values = _ids(_header_text(msg, "Message-ID", defects))
-    synthesised = not mid_values
-    message_id = mid_values[0] if mid_values else f"{hashlib.sha256(raw).hexdigest()[:32]}@mailgate.invalid"
 
-    date = None
-    date_text = _header_text(msg, "Date", defects)
-    if date_text:
+_DELIM_RE = re.compile(rb"^--([^\r\n]*)", re.M)
+_BLANK_RE = re.compile(rb"\r?\n\r?\n|\A\r?\n")
+_CTYPE_RE = re.compile(rb"(?im)^content-type[ \t]*:[ \t]*(?:\r?\n[ \t]+)?([^\s;]+)((?:[^\r\n]|\r?\n[ \t])*)")
+_CTE_RE = re.compile(rb"(?im)^content-transfer-encoding[ \t]*:[ \t]*([^\s;]+)")
+_BOUNDARY_RE = re.compile(rb'(?i)boundary[ \t]*=[ \t]*(?:"([^"\r\n]*)"|([^;\s]+))')
+_UNREAD = b"application/x-mailgate-unread"
+
+
+def _prescan(raw: bytes, defects: list[str]) -> bytes:
+    """Walk the MIME skeleton without recursion; return bytes the stdlib can parse within the limits:
+    containers deeper than MAX_DEPTH become opaque (`_UNREAD`) and the message ends after MAX_PARTS."""
+    edits: list[tuple[int, int, bytes]] = []
+    stack: list[bytes] = []
+    too_deep = 0
+    parts = 1
+
+    def open_part(pos: int, depth: int) -> int:
+        """Read the header block at pos (following message/rfc822 inward); return where its body starts."""
+        nonlocal too_deep, parts
+        while True:
+            blank = _BLANK_RE.search(raw, pos)
+            end = blank.start() if blank else len(raw)
+            body = blank.end() if blank else len(raw)
+            ctype = _CTYPE_RE.search(raw, pos, end)
+            if ctype is None:
+                return body
+            mtype = ctype.group(1).lower()
+            if mtype.startswith(b"multipart/"):
+                boundary = _BOUNDARY_RE.search(ctype.group(2))
+                if boundary is None:
+                    return body
+                if depth >= MAX_DEPTH:
+                    edits.append((ctype.start(1), ctype.end(1), _UNREAD))
+                    too_deep += 1
+                    return body
+                stack.append((boundary.group(1) or boundary.group(2)).rstrip())
+                return body
+            if mtype == b"message/rfc822":
+                cte = _CTE_RE.search(raw, pos, end)
+                if cte and cte.group(1).lower() in (b"base64", b"quoted-printable"):
+                    return body
+                if depth >= MAX_DEPTH:
+                    edits.append((ctype.start(1), ctype.end(1), _UNREAD))
+                    too_deep += 1
+                    return body
+                depth += 1
+                parts += 1
+                pos = body
+                continue
+            return body
+
+    scan_from = open_part(0, 0)
+    cut: int | None = None
+    for match in _DELIM_RE.finditer(raw):
+        if not stack:
+            break
+        if match.start() < scan_from:
+            continue
+        token = match.group(1).rstrip()
+        level = next((i for i in range(len(stack) - 1, -1, -1) if token == stack[i]), None)
+        if level is not None:
+            del stack[level + 1 :]
+            parts += 1
+            if parts > MAX_PARTS:
+                cut = match.start()
+                break
+            line_end = raw.find(b"\n", match.end())
+            scan_from = open_part(len(raw) if line_end < 0 else line_end + 1, level + 1)
+            continue
+        level = next((i for i in range(len(stack) - 1, -1, -1) if token == stack[i] + b"--"), None)
+        if level is not None:
+            del stack[level:]
+    if too_deep:
+        defects.append(
+            f"MIME nesting deeper than {MAX_DEPTH} levels; deeper parts were not read ({too_deep} container(s) skipped)"
+        )
+    if not edits and cut is None:
+        return raw
+    out: list[bytes] = []
+    pos = 0
+    for start, end, replacement in sorted(edits):
+        if cut is not None and start >= cut:
+            break
+        out += [raw[pos:start], replacement]
+        pos = end
+    if cut is not None:
+        out.append(raw[pos:cut])
+        out += [b"\n--" + b + b"--\n" for b in reversed(stack)]
+        defects.append(f"more than {MAX_PARTS} MIME parts; the last {len(raw) - cut} bytes were not read")
+    else:
+        out.append(raw[pos:])
+    return b"".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Payloads
+
+_UU_BEGIN_RE = re.compile(r"^begin [0-7]{3,4} (.+?)\r?\n(.*?)^end[ \t]*\r?$\n?", re.M | re.S)
+
+
+def _uudecode(data: bytes) -> bytes:
+    """Own lenient uudecode: skips `begin`/`end` lines, tolerates short or padded lines."""
+    out = bytearray()
+    for line in data.splitlines():
+        if not line or line.startswith((b"begin ", b"end")):
+            continue
         try:
-            date = parsedate_to_datetime(date_text)
-            if date.tzinfo is None:
-                date = date.replace(tzinfo=timezone.utc)
-        except Exception:
-            defects.append("unreadable Date header")
+            out += binascii.a2b_uu(line)
+        except binascii.Error:
+            size = ((line[0] - 32) & 63) * 4 // 3
+            try:
+                out += binascii.a2b_uu(line[: size + 1])
+            except binascii.Error:
+                continue
+    return bytes(out)
 
-    text_parts: list[str] = []
-    html_parts: list[str] = []
-    attachments: list[Attachment] = []
-    count = 0
 
-    def walk(part: Message, depth: int) -> None:
-        nonlocal count
-        count += 1
-        if count > MAX_PARTS:
-            if count == MAX_PARTS + 1:
-                defects.append(f"more than {MAX_PARTS} MIME parts; the rest were not read")
-            return
-        if depth > MAX_DEPTH:
-            defects.append(f"MIME nesting deeper than {MAX_DEPTH}; deeper parts were not read")
-            return
-        if part.is_multipart():
-            payload = part.get_payload()
-            if isinstance(payload, list):
-                for sub in payload:
-                    walk(sub, depth + 1)
-            return
-        ctype = part.get_content_type()
-        disposition = (part.get_content_disposition() or "").lower()
-        filename = None
-        try:
-            filename = part.get_filename()
-        except Exception:
-            defects.append("unreadable attachment file name")
-        if disposition == "attachment" or filename or not ctype.startswith("text/"):
-            data = part.get_payload(decode=True) or b""
-            if not isinstance(data, bytes):
-                data = str(data).encode()
-            cid = part.get("Content-ID")
-            attachments.append(
-                Attachment(
-                    filename=sanitize_filename(filename, fallback=f"part-{count}"),
-                    content_type=ctype,
-                    size=len(data),
-                    sha256=hashlib.sha256(data).hexdigest(),
-                    content=data,
-                    content_id=_ids(str(cid))[0] if cid and _ids(str(cid)) else None,
-                    inline=disposition == "inline",
-                )
-            )
-            return
-        body = _decode_part(part, defects)
-        if ctype == "text/html":
-            html_parts.append(body)
-        else:
-            text_parts.append(body)
-
+def _base64(data: bytes, defects: list[str], what: str) -> bytes:
+    clean = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+    if len(clean) % 4 == 1:
+        defects.append(f"{what}: base64 data has a stray final character")
+        clean = clean[:-1]
     try:
-        walk(msg, 0)
+        return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
+    except binascii.Error as exc:
+        defects.append(f"{what}: base64 data could not be decoded ({exc})")
+        return b""
+
+
+def _payload_bytes(part: Message, defects: list[str], what: str) -> bytes:
+    """The decoded bytes of a leaf part (transfer encoding undone, charset untouched)."""
+    payload = part.get_payload()
+    if isinstance(payload, list):  # message/rfc822 and friends: the enclosed message, as it was
+        try:
+            return b"".join(_serialise(p) for p in payload)
+        except Exception:  # noqa: BLE001 - generator on a damaged tree
+            defects.append(f"{what}: enclosed message could not be written back")
+            return b""
+    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if cte not in ("base64", "quoted-printable", "x-uuencode", "uuencode", "uue", "x-uue"):
+        data = part.get_payload(decode=True)  # 7bit/8bit/binary: the bytes as they came
+        return data if isinstance(data, bytes) else b""
+    data = str(payload).encode("utf-8", "surrogateescape")
+    if cte == "base64":
+        return _base64(data, defects, what)
+    if cte == "quoted-printable":
+        return quopri.decodestring(data)
+    if cte in ("x-uuencode", "uuencode", "uue", "x-uue"):
+        return _uudecode(data)
+    return data
+
+
+def _serialise(msg: Message) -> bytes:
+    from email.generator import BytesGenerator
+    from io import BytesIO
+
+    buf = BytesIO()
+    BytesGenerator(buf, mangle_from_=False, maxheaderlen=0, policy=email.policy.compat32).flatten(msg)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# The parse
+
+
+@dataclass
+class _Body:
+    """What the walk collects."""
+
+    texts: list[str] = field(default_factory=list)
+    htmls: list[str] = field(default_factory=list)
+    from_html: bool = False
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+def _fallback_name(part: Message, ctype: str, description: str, count: int, fallbacks: tuple[str, ...]) -> str:
+    stem = description
+    if ctype == "message/rfc822":
+        inner = part.get_payload(0) if part.is_multipart() else None
+        subject = inner.get("Subject") if isinstance(inner, Message) else None
+        stem = _header_value(subject, fallbacks, []) if subject else (stem or "message")
+    ext = ".eml" if ctype == "message/rfc822" else mimetypes.guess_extension(ctype, strict=False) or ".txt"
+    if ctype.startswith(("text/", "message/")) and ext not in (".eml", ".html", ".csv", ".ics", ".vcf"):
+        ext = ".txt"
+    return sanitize_filename((stem or f"part-{count}") + ext)
+
+
+def _walk(msg: Message, fallbacks: tuple[str, ...], defects: list[str]) -> _Body:
+    body = _Body()
+    # (part, inside an attached container, an alternative whose text is already taken from a text/plain)
+    stack: list[tuple[Message, bool, bool]] = [(msg, False, False)]
+    count = 0
+    while stack:
+        part, attached, secondary = stack.pop()
+        count += 1
+        for defect in getattr(part, "defects", []):
+            text = _defect_text(defect)
+            if text not in defects:
+                defects.append(text)
+        ctype = part.get_content_type()
+        if ctype == _UNREAD.decode():
+            continue
+        disposition = (part.get_content_disposition() or "").lower()
+        if part.is_multipart() and not ctype.startswith("message/"):
+            subs = [(p, secondary) for p in part.get_payload() if isinstance(p, Message)]  # type: ignore[union-attr]
+            if ctype == "multipart/alternative" and not attached:
+                subs = _choose_alternatives([p for p, _ in subs], secondary)
+            stack.extend((sub, attached or disposition == "attachment", sec) for sub, sec in reversed(subs))
+            continue
+        try:
+            raw_name = part.get_filename()
+        except Exception:  # noqa: BLE001 - RFC 2231 parameters on hostile input
+            raw_name = None
+            defects.append("an attachment file name could not be read")
+        name = _header_value(raw_name, fallbacks, defects) if raw_name else ""
+        description = _header_value(part.get("Content-Description", ""), fallbacks, defects)
+        if ctype in ("text/plain", "text/html") and not attached and not name and disposition != "attachment":
+            text = _part_text(part, fallbacks, defects)
+            if ctype == "text/html":
+                body.htmls.append(text)
+                if not secondary:
+                    body.texts.append(html_to_text(text))
+                    body.from_html = True
+            elif not secondary:
+                body.texts.append(_take_uuencoded(text, body, defects))
+            continue
+        data = _payload_bytes(part, defects, f"attachment {name or count}")
+        cid = _ids(_raw_text(part.get("Content-ID", ""), fallbacks)) if part.get("Content-ID") else ()
+        body.attachments.append(
+            Attachment(
+                filename=sanitize_filename(name, fallback=_fallback_name(part, ctype, description, count, fallbacks)),
+                content_type=ctype,
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                content=data,
+                content_id=cid[0] if cid else None,
+                inline=disposition == "inline" or (not disposition and bool(cid)),
+                description=description,
+            )
+        )
+    return body
+
+
+def _choose_alternatives(subs: list[Message], secondary: bool) -> list[tuple[Message, bool]]:
+    """Of a multipart/alternative keep the last text/plain and the last HTML-ish branch (text/html or a
+    multipart); the HTML branch is secondary (kept as HTML, not turned into text) when plain text exists."""
+    plain = [s for s in subs if s.get_content_type() == "text/plain"]
+    rich = [s for s in subs if s.get_content_type() == "text/html" or s.get_content_type().startswith("multipart/")]
+    chosen = [(plain[-1], secondary)] if plain else []
+    if rich:
+        chosen.append((rich[-1], secondary or bool(plain)))
+    return chosen or [(s, secondary) for s in subs[-1:]]
+
+
+def _take_uuencoded(text: str, body: _Body, defects: list[str]) -> str:
+    """Move uuencoded files found inside a plain-text body into attachments."""
+    if "begin " not in text:
+        return text
+
+    def take(match: re.Match[str]) -> str:
+        data = _uudecode(match.group(0).encode("latin-1", "replace"))
+        name = sanitize_filename(match.group(1), fallback="uuencoded.bin")
+        ctype = mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
+        body.attachments.append(
+            Attachment(name, ctype, len(data), hashlib.sha256(data).hexdigest(), data, None, False, "uuencoded")
+        )
+        return ""
+
+    return _UU_BEGIN_RE.sub(take, text)
+_DEFECT_TEXT = {
+    "StartBoundaryNotFoundDefect": "multipart body without its first boundary; read as one part",
+    "CloseBoundaryNotFoundDefect": "multipart body without its closing boundary",
+    "MultipartInvariantViolationDefect": "declared multipart but has no parts; read as one part",
+    "NoBoundaryInMultipartDefect": "multipart without a boundary parameter; read as one part",
+    "MissingHeaderBodySeparatorDefect": "a line that is not a header ended the headers; the rest was read as body",
+    "FirstHeaderLineIsContinuationDefect": "the first header line is indented",
+    "MisplacedEnvelopeHeaderDefect": "a 'From ' envelope line among the headers",
+}
+
+
+def _defect_text(defect: object) -> str:
+    name = type(defect).__name__
+    if name in _DEFECT_TEXT:
+        return _DEFECT_TEXT[name]
+    words = re.sub(r"(?<!^)(?=[A-Z])", " ", name.removesuffix("Defect")).lower()
+    return f"MIME: {words}"
+
+
+def _param(part: Message, name: str, header: str = "content-type") -> str | None:
+    try:
+        value = part.get_param(name, header=header)
+        if value is None:
+            return None
+        return str(email.utils.collapse_rfc2231_value(value))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - RFC 2231 parameters on hostile input
+        return None
+
+
+def _stdlib_parse(raw: bytes, defects: list[str]) -> Message:
+    parser = email.parser.BytesParser(policy=email.policy.compat32)
+    try:
+        return parser.parsebytes(raw)
     except RecursionError:
-        defects.append("MIME structure too deep to read")
+        defects.append("MIME structure too deep to read; only the headers were read")
+    except Exception as exc:  # noqa: BLE001 - the stdlib on hostile input
+        defects.append(f"MIME structure could not be read ({type(exc).__name__}); only the headers were read")
+    try:
+        return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+    except Exception:  # noqa: BLE001
+        return Message()
 
-    html = "\n".join(html_parts) if html_parts else None
-    text = "\n".join(text_parts).strip("\n")
-    if not text and html:
-        text = html_to_text(html)
 
-    from_list = _addresses([_header_text(msg, "From", defects) or ""])
+def _charsets(msg: Message) -> tuple[str, ...]:
+    """Charsets declared anywhere in the message (besides UTF-8 and Windows-1252), best first: the
+    fallbacks for undeclared 8-bit header text and for text in a wrong charset."""
+    found: list[str] = []
+    for part in _iter_parts(msg, limit=MAX_PARTS):
+        codec = _codec(_param(part, "charset"))
+        if codec and codec not in found and codec not in ("utf-8", "cp1252", "ascii"):
+            found += [codec, *_RELATIVES.get(codec, ())]
+    return tuple(dict.fromkeys(found[:6]))
+
+
+# An undeclared 8-bit text in a message that declares one of these is most often in a relative.
+_RELATIVES = {
+    "iso2022_jp": ("cp932", "euc_jp"), "iso2022_jp_ext": ("cp932", "euc_jp"), "cp932": ("euc_jp",),
+    "euc_jp": ("cp932",), "iso2022_kr": ("cp949",), "big5hkscs": ("gb18030",),
+}
+
+
+def _iter_parts(msg: Message, limit: int) -> list[Message]:
+    """Every part, depth first, iteratively."""
+    out: list[Message] = []
+    stack = [msg]
+    while stack and len(out) < limit:
+        part = stack.pop()
+        out.append(part)
+        payload = part.get_payload() if part.is_multipart() else None
+        if isinstance(payload, list):
+            stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
+    return out
+
+
+def _part_text(part: Message, fallbacks: tuple[str, ...], defects: list[str]) -> str:
+    data = _payload_bytes(part, defects, "text body")
+    return _decode_bytes(data, _param(part, "charset"), fallbacks, defects, "text body")
+
+
+def _synthetic_id(raw: bytes) -> str:
+    return f"{hashlib.sha256(raw).hexdigest()[:32]}@mailgate.invalid"
+
+
+def _choose_from(
+    from_values: list[str], other: dict[str, list[str]], fallbacks: tuple[str, ...], defects: list[str]
+) -> Address | None:
+    """The first From mailbox with an address; failing that, Sender's, then Reply-To's (a defect says so)."""
+    if len(from_values) > 1:
+        defects.append(f"{len(from_values)} From headers; the first readable one was used")
+    candidates = _addresses(from_values, fallbacks, defects)
+    for cand in candidates:
+        if "@" in cand.addr:
+            return cand
+    for name in ("Sender", "Reply-To"):
+        for cand in _addresses(other.get(name.lower(), []), fallbacks, defects):
+            if "@" in cand.addr:
+                defects.append(f"no usable From address; {name} was used")
+                return cand
+    if not from_values:
+        defects.append("no From header")
+    return candidates[0] if candidates else None
+
+
+def _read_date(value: str | None, defects: list[str]) -> datetime | None:
+    if not value:
+        return None
+    try:
+        date = parsedate_to_datetime(value)
+    except Exception:  # noqa: BLE001 - ValueError, TypeError, OverflowError on garbage
+        date = None
+    if date is None:
+        defects.append(f"unreadable Date header {value[:60]!r}")
+        return None
+    return date if date.tzinfo is not None else date.replace(tzinfo=timezone.utc)
+
+
+MAX_DEFECTS = 100
+
+
+def _tidy(defects: list[str]) -> tuple[str, ...]:
+    """Defects once each, in order of finding, at most MAX_DEFECTS."""
+    unique = list(dict.fromkeys(defects))
+    if len(unique) > MAX_DEFECTS:
+        unique = unique[: MAX_DEFECTS - 1] + [f"... and {len(unique) - MAX_DEFECTS + 1} more defects"]
+    return tuple(unique)
+
+
+def parse(raw: bytes) -> Mail:
+    """Parse raw RFC 5322 bytes into a `Mail`; never raises, whatever the input."""
+    raw = bytes(raw)
+    try:
+        return _parse(raw)
+    except Exception as exc:  # noqa: BLE001 - the promise: a Mail for any input, the problem recorded
+        return Mail(
+            message_id=_synthetic_id(raw), in_reply_to=(), references=(), from_addr=None, to=(), cc=(),
+            reply_to=(), subject="", date=None, text="", html=None, attachments=(), headers=(),
+            defects=(f"message could not be parsed ({type(exc).__name__}: {str(exc)[:120]})",),
+            size=len(raw), message_id_synthesised=True,
+        )
+
+
+def _parse(raw: bytes) -> Mail:
+    defects: list[str] = []
+    if not raw.strip():
+        defects.append("empty message")
+    msg = _stdlib_parse(_prescan(_repair_head(raw, defects), defects), defects)
+    if raw.strip() and not msg.keys():
+        defects.append("no headers found; everything was read as body")
+    fallbacks = _charsets(msg)
+
+    raw_headers: dict[str, list[str]] = {}
+    headers: list[tuple[str, str]] = []
+    for name, value in msg.raw_items():
+        key = _clean_line(_raw_text(name, ()))
+        text = _raw_text(value, fallbacks)
+        raw_headers.setdefault(key.lower(), []).append(text)
+        headers.append((key, _header_value(text, fallbacks, defects)))
+
+    def first(name: str) -> str | None:
+        values = raw_headers.get(name.lower())
+        return values[0] if values else None
+
+    mids = _ids(_clean_line(first("Message-ID") or ""))
+    body = _walk(msg, fallbacks, defects)
+    html = "\n".join(body.htmls) if body.htmls else None
+    text = "\n\n".join(t.strip("\r\n") for t in body.texts if t.strip())
+
     return Mail(
-        message_id=message_id,
-        in_reply_to=_ids(_header_text(msg, "In-Reply-To", defects)),
-        references=_ids(_header_text(msg, "References", defects)),
-        from_addr=from_list[0] if from_list else None,
-        to=_addresses(msg.get_all("To") or []),
-        cc=_addresses(msg.get_all("Cc") or []),
-        reply_to=_addresses(msg.get_all("Reply-To") or []),
-        subject=_clean_line(_header_text(msg, "Subject", defects) or ""),
-        date=date,
+        message_id=mids[0] if mids else _synthetic_id(raw),
+        in_reply_to=_ids(_clean_line(first("In-Reply-To") or "")),
+        references=_ids(_clean_line(" ".join(raw_headers.get("references", [])))),
+        from_addr=_choose_from(raw_headers.get("from", []), raw_headers, fallbacks, defects),
+        to=_addresses(raw_headers.get("to", []), fallbacks, defects),
+        cc=_addresses(raw_headers.get("cc", []), fallbacks, defects),
+        reply_to=_addresses(raw_headers.get("reply-to", []), fallbacks, defects),
+        subject=_header_value(first("Subject") or "", fallbacks, defects),
+        date=_read_date(_clean_line(first("Date") or ""), defects),
         text=text,
         html=html,
-        attachments=tuple(attachments),
-        headers=tuple(dedup),
-        defects=tuple(defects),
+        attachments=tuple(body.attachments),
+        headers=tuple(headers),
+        defects=_tidy(defects),
         size=len(raw),
-        message_id_synthesised=synthesised,
+        message_id_synthesised=not mids,
+        text_from_html=body.from_html,
     )
