@@ -322,3 +322,16 @@ def test_all_problems_are_collected_and_good_policies_kept():
     found, problems = policies("good: {ack_within: 5}\nbad:\n  ack_within: x\n  warn_at: 2\n  business_hours: {mon: x}\n")
     assert len(problems) == 3
     assert found["good"].ack_within == 5
+
+
+def test_the_example_in_docs_parses_cleanly():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "sla.md").read_text(encoding="utf-8")
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    doc = loads_located(block, "docs/sla.md")
+    problems: list = []
+    found = parse_policies(doc["sla_policies"], problems)
+    assert problems == []
+    assert found["standard"].for_priority("urgent").resolution_within == 480
+    assert found["standard"].calendar.week[6] == ()
