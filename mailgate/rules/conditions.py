@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Union
 
@@ -30,10 +31,16 @@ class TextTest:
     pattern: Any = None  # compiled `regex` pattern for `matches`
     header: str | None = None  # header name when field == "header"
     where: Location = field(default=Location("<unknown>"), compare=False)
+    written: tuple[str, ...] = field(default=(), compare=False)  # the values as the file wrote them
 
     def describe(self) -> str:
+        return self.text
+
+    @cached_property
+    def text(self) -> str:
         label = f"header {self.header}" if self.field == "header" else self.field
-        shown = "[" + ", ".join(self.values) + "]" if self.op == "in" else repr(self.values[0])
+        values = self.written or self.values
+        shown = "[" + ", ".join(values) + "]" if self.op == "in" else quote(values[0])
         case = " (case-sensitive)" if self.case_sensitive else ""
         return f"{label} {self.op} {shown}{case}"
 
@@ -159,13 +166,30 @@ Condition = Union[TextTest, HeaderPresent, FlagTest, ChoiceTest, SizeTest, TimeT
 
 @dataclass(frozen=True)
 class ConditionTrace:
-    """One line of a rule's explanation: the condition, whether it held (None: not checked), and why."""
+    """One line of a rule's explanation: the condition, whether it held (None: not checked), and why.
+
+    The words (`text`, `why`) are produced only when read, so tracing costs little when nobody looks.
+    """
 
     depth: int
-    text: str
+    condition: "Condition"
     held: bool | None
-    why: str
     timed_out: bool = False
+    detail: str | None = None  # the reason, when known at evaluation time
+    hit: str | None = field(default=None, repr=False)  # the value that matched (text conditions)
+    facts: "Facts | None" = field(default=None, repr=False, compare=False)
+
+    @property
+    def text(self) -> str:
+        return self.condition.describe()
+
+    @cached_property
+    def why(self) -> str:
+        if self.detail is not None:
+            return self.detail
+        if isinstance(self.condition, TextTest) and self.facts is not None:
+            return _why_text(self.condition, self.facts, self.hit, self.timed_out)
+        return ""
 
 
 class Facts:
@@ -223,9 +247,14 @@ class Facts:
         raise ValueError(f"unknown field {name}")
 
 
+def quote(value: str) -> str:
+    """'value' in quotes, backslashes left as written (regexes stay readable)."""
+    return f"'{value}'" if "'" not in value else f'"{value}"'
+
+
 def _show(value: str) -> str:
     value = value.replace("\n", " ")
-    return repr(value if len(value) <= _SHOW else value[: _SHOW - 1] + "…")
+    return quote(value if len(value) <= _SHOW else value[: _SHOW - 1] + "…")
 
 
 def _label(test: TextTest) -> str:
@@ -256,13 +285,14 @@ def _text(test: TextTest, facts: Facts, out: list[ConditionTrace] | None, depth:
             except TimeoutError:
                 ok = False
                 timed_out = True
-                facts.timeouts.append(f"regex {test.pattern.pattern!r} on {_label(test)} timed out")
+                facts.timeouts.append(f"regex {quote(test.pattern.pattern)} on {_label(test)} timed out "
+                                      f"after {facts.regex_timeout:g}s; counted as not matched")
         if ok:
             hit = facts.raw(test.field, test.header)[i]
             break
     held = hit is not None
     if out is not None:
-        out.append(ConditionTrace(depth, test.describe(), held, _why_text(test, facts, hit, timed_out), timed_out))
+        out.append(ConditionTrace(depth, test, held, timed_out, None, hit, facts))
     return held
 
 
@@ -298,7 +328,7 @@ def evaluate(cond: Condition, facts: Facts, out: list[ConditionTrace] | None = N
         want = isinstance(cond, AnyOf)  # the value that decides early
         slot = len(out) if out is not None else 0
         if out is not None:
-            out.append(ConditionTrace(depth, cond.describe(), None, ""))
+            out.append(ConditionTrace(depth, cond, None))
         result = not want
         decided_at = -1
         for i, item in enumerate(cond.items):
@@ -312,24 +342,24 @@ def evaluate(cond: Condition, facts: Facts, out: list[ConditionTrace] | None = N
             n = len(cond.items)
             why = (f"item {decided_at + 1} of {n} held" if want else f"item {decided_at + 1} of {n} failed") \
                 if decided_at >= 0 else (f"none of {n} held" if want else f"all {n} held")
-            out[slot] = ConditionTrace(depth, cond.describe(), result, why)
+            out[slot] = ConditionTrace(depth, cond, result, detail=why)
         return result
     if isinstance(cond, NotOf):
         slot = len(out) if out is not None else 0
         if out is not None:
-            out.append(ConditionTrace(depth, "not", None, ""))
+            out.append(ConditionTrace(depth, cond, None))
         inner = evaluate(cond.item, facts, out, depth + 1)
         if out is not None:
-            out[slot] = ConditionTrace(depth, "not", not inner, "the condition below " + ("held" if inner else "failed"))
+            out[slot] = ConditionTrace(depth, cond, not inner, detail="the condition below " + ("held" if inner else "failed"))
         return not inner
     held, why = _simple(cond, facts)
     if out is not None:
-        out.append(ConditionTrace(depth, cond.describe(), held, why))
+        out.append(ConditionTrace(depth, cond, held, detail=why))
     return held
 
 
 def _skip(cond: Condition, out: list[ConditionTrace], depth: int) -> None:
-    out.append(ConditionTrace(depth, cond.describe(), None, "not checked (already decided)"))
+    out.append(ConditionTrace(depth, cond, None, detail="not checked (already decided)"))
     if isinstance(cond, (AllOf, AnyOf)):
         for item in cond.items:
             _skip(item, out, depth + 1)

@@ -26,11 +26,17 @@ def format_trace(decision: Decision) -> str:
     if not decision.trace:
         out.append("  (no rules)")
     hits = {h.rule: h.did for h in decision.hits}
+    unreached = [i for i, t in enumerate(decision.trace, 1) if t.outcome == "not reached"]
     for i, t in enumerate(decision.trace, 1):
+        if t.outcome == "not reached":
+            if i == unreached[0]:
+                span = f"rule {i}" if len(unreached) == 1 else f"rules {i}–{unreached[-1]}"
+                out.append(f"  {span} not reached: {t.note}")
+            continue
         head = f"  {i}. {t.rule!r} — {t.outcome}"
         if t.where.line:
             head += f"  [{t.where}]"
-        if t.outcome in ("skipped", "not reached"):
+        if t.outcome == "skipped":
             out.append(f"{head}: {t.note}")
             continue
         out.append(head)

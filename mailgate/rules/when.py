@@ -252,6 +252,7 @@ class WhenParser:
             if texts[0] == "":
                 self.problem(where, f"{label} {op} needs a non-empty text")
                 return None
+        written = texts
         pattern = None
         if op == "matches":
             flags = 0 if case_sensitive else regex.IGNORECASE
@@ -264,7 +265,7 @@ class WhenParser:
                 return None
         elif not case_sensitive:
             texts = tuple(t.casefold() for t in texts)
-        return TextTest(field, op, texts, case_sensitive, pattern, header, where)
+        return TextTest(field, op, texts, case_sensitive, pattern, header, where, written)
 
 
 def _scalar(value: Any) -> bool:
