@@ -8,7 +8,7 @@ change of policy, priority or status is handled by calling it again. The rules i
   ticket ``open``/``reopened``; ``solved`` and ``closed`` stop it until ``reopened``/``open``.
   A stopped span is not counted, so it pushes every running deadline back by its business length.
 * ack: from ``created`` until the first ``acknowledged`` or ``agent_reply`` (a human answer
-  acknowledges too). first_response: from ``created`` until the first ``agent_reply``.
+  acknowledges too); ``ack_skipped`` (no acknowledgement by design: rule, auto-reply, cap) drops it. first_response: from ``created`` until the first ``agent_reply``.
   resolution: from ``created`` until ``solved``/``closed``; a reopen resumes it.
   next_response: after the first agent reply, the first customer message not yet answered starts a
   clock that the next ``agent_reply`` meets; one clock per such cycle.
@@ -25,8 +25,8 @@ from typing import Sequence
 from .hours import UTC, BusinessCalendar, _utc
 from .policy import SlaPolicy
 
-KINDS = frozenset({"created", "customer_message", "agent_reply", "acknowledged", "pending", "open", "solved",
-                   "closed", "reopened", "priority", "policy"})
+KINDS = frozenset({"created", "customer_message", "agent_reply", "acknowledged", "ack_skipped", "pending", "open",
+                   "solved", "closed", "reopened", "priority", "policy"})
 Span = tuple[datetime, "datetime | None"]  # a span when the clock ran; None = still running
 
 
@@ -126,6 +126,7 @@ def compute_deadlines(policy: SlaPolicy, events: Sequence[ClockEvent], now: date
     priority = created.value
     status, running = "open", [(created.at, None)]
     ack_met = first_met = solved_at = None
+    ack_skipped = False
     cycles: list[tuple[datetime, datetime | None]] = []  # next-response clocks: (start, met)
 
     def stop(at: datetime, to: str) -> None:
@@ -143,6 +144,8 @@ def compute_deadlines(policy: SlaPolicy, events: Sequence[ClockEvent], now: date
     for e in history:
         if e.kind == "priority":
             priority = e.value
+        elif e.kind == "ack_skipped":
+            ack_skipped = ack_met is None
         elif e.kind in ("acknowledged", "agent_reply") and ack_met is None:
             ack_met = e.at
         if e.kind == "agent_reply":
@@ -184,7 +187,8 @@ def compute_deadlines(policy: SlaPolicy, events: Sequence[ClockEvent], now: date
         due = reach(cal, spans, timedelta(minutes=minutes))
         clocks.append(TargetClock(target, key, start, minutes, due, met, elapsed / timedelta(minutes=1), tuple(spans)))
 
-    add("ack", "ack", created.at, ack_met)
+    if not ack_skipped:
+        add("ack", "ack", created.at, ack_met)
     add("first_response", "first_response", created.at, first_met)
     add("resolution", "resolution", created.at, solved_at)
     for start, met in cycles:

@@ -64,7 +64,7 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
+    return ordered[max(1, math.ceil(p * len(ordered) / 100)) - 1]  # p*n first: exact for whole p
 
 
 @dataclass(frozen=True)

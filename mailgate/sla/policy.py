@@ -249,6 +249,7 @@ def _parse_hours(spec: Any, node: Any, problems: list[Problem]) -> BusinessCalen
             ok = False
         elif country in holidays_lib.list_supported_countries():
             subdivisions = holidays_lib.list_supported_countries()[country]
+            subdivision = next((x for x in subdivisions if x.lower() == subdivision.lower()), subdivision)
             if subdivision not in subdivisions:
                 problems.append(Problem(value_where(node, "holiday_subdivision"), f"{country} has no subdivision "
                                         f"{subdivision!r}{nearest(subdivision, subdivisions)}"))
