@@ -24,8 +24,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import Location, Problem, TemplateError
-
-LOOP_HEADER = "X-Mailgate-Loop"
+from .screen import LOOP_HEADER
 BUILTIN_TEMPLATES = Path(__file__).parent / "defaults" / "templates"
 REQUIRED_TEMPLATES = ("ack.txt.j2", "agent_notification.txt.j2", "relay.txt.j2", "escalation.txt.j2", "command_error.txt.j2")
 

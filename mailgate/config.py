@@ -91,6 +91,18 @@ class OutboxConfig:
 
 
 @dataclass(frozen=True)
+class AutoReplyConfig:
+    """Limits on mail mailgate sends automatically (acknowledgements), against loops and floods."""
+
+    daily_cap_per_sender: int = setting(5, "most acknowledgements to one address in 24 hours")
+    breaker_mails: int = setting(10, "circuit breaker: automatic mail to one address stops after this many ...")
+    breaker_minutes: int = setting(60, "... within this many minutes (logged and recorded as an event)")
+    strangers_by_reference: str = setting(
+        "follow_up", "a non-participant quoting our Message-ID: follow_up (never receives replies) | new_ticket",
+        choices=("follow_up", "new_ticket"))
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything `mailgate serve` needs to know about where and how it runs."""
 
@@ -108,6 +120,7 @@ class Config:
     relay: RelayConfig = setting(RelayConfig(), "outgoing relay")
     outbox: OutboxConfig = setting(OutboxConfig(), "outgoing retries")
     imap: tuple[ImapAccount, ...] = setting((), "IMAP accounts to fetch from")
+    autoreply: AutoReplyConfig = setting(AutoReplyConfig(), "limits on automatic mail")
     source: str = setting("<embedded defaults>", "where this configuration was read from", internal=True)
     base_dir: str = setting(".", "folder relative paths are resolved against", internal=True)
 

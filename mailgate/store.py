@@ -24,6 +24,7 @@ import sqlite_utils
 
 from .errors import StorageUnavailable
 from .message import Inbound
+from .rules.state import next_after
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
@@ -200,6 +201,11 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         {"account": str, "folder": str, "uidvalidity": int, "last_uid": int}, pk=("account", "folder")
     )
     db["messages"].enable_fts(["subject", "text"], create_triggers=True)
+
+
+@migration
+def m002_bouncing_addresses(db: sqlite_utils.Database) -> None:
+    db["bouncing"].create({"address": str, "first_at": str, "last_at": str, "count": int, "last_bounce": str}, pk="address")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -565,6 +571,28 @@ class Tx:
         ids = [r[0] for r in rows]
         return ids if len(ids) <= limit else ids[:1] + ids[-(limit - 1):]
 
+    def ticket_due(self, number: int) -> str | None:
+        """The earliest open SLA deadline of a ticket (ISO text), for notifications."""
+        r = self.conn.execute(
+            "SELECT min(coalesce(CASE WHEN first_response_at IS NULL THEN first_response_due_at END, resolution_due_at))"
+            " FROM tickets WHERE number=?", (number,)).fetchone()
+        return r[0] if r else None
+
+    def first_response_at(self, number: int) -> str | None:
+        r = self.conn.execute("SELECT first_response_at FROM tickets WHERE number=?", (number,)).fetchone()
+        return r[0] if r else None
+
+    # bounces
+    def mark_bouncing(self, address: str, bounce_message_id: str) -> None:
+        now = iso(utcnow())
+        self.conn.execute(
+            "INSERT INTO bouncing (address, first_at, last_at, count, last_bounce) VALUES (?, ?, ?, 1, ?)"
+            " ON CONFLICT(address) DO UPDATE SET last_at=excluded.last_at, count=count+1, last_bounce=excluded.last_bounce",
+            (address.lower(), now, now, bounce_message_id))
+
+    def is_bouncing(self, address: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM bouncing WHERE address=?", (address.lower(),)).fetchone() is not None
+
     # participants
     def participants(self, number: int) -> list[Participant]:
         return [Participant(r["address"], r["name"] or "", r["role"], bool(r["receives"])) for r in self.conn.execute(
@@ -615,12 +643,7 @@ class Tx:
     # routing state (the RoutingState protocol of mailgate.rules)
     def next_in_rotation(self, team: str, candidates: list[str]) -> str:
         r = self.conn.execute("SELECT last_agent FROM routing_state WHERE team=?", (team,)).fetchone()
-        last = r[0] if r else None
-        ordered = sorted(candidates)
-        nxt = ordered[0]
-        if last is not None:
-            later = [c for c in ordered if c > last]
-            nxt = later[0] if later else ordered[0]
+        nxt = next_after(r[0] if r else None, candidates)
         self.conn.execute("INSERT INTO routing_state VALUES (?, ?) ON CONFLICT(team) DO UPDATE SET last_agent=excluded.last_agent",
                           (team, nxt))
         return nxt

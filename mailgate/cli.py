@@ -1,0 +1,298 @@
+"""`mailgate`: serve, ingest, replay, tickets, rules check|test, config --show, check — the admin's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EX_OK, EX_USAGE, EX_DATAERR, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 75, 78
+
+
+def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .config import load
+
+    return load(getattr(args, "config", None))
+
+
+def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .store import Store
+
+    config = _config(args)
+    return config, Store(config.path(config.database))
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"mailgate: {message}", file=sys.stderr)
+    return code
+
+
+# -- serve / ingest / replay ----------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import logsetup
+    from .daemon import run
+
+    config = _config(args)
+    logsetup.setup(args.log_format or config.log_format)
+    return run(config)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Read one message on stdin; exit 0 once it is stored, 75 when the MTA should retry."""
+    from .errors import MailgateError, TemporaryFailure
+    from .message import Inbound
+    from .store import utcnow
+
+    raw = sys.stdin.buffer.read()
+    try:
+        config, store = _store(args)
+    except MailgateError as exc:
+        return _fail(f"cannot store the message (try again later): {str(exc).splitlines()[0]}", EX_TEMPFAIL)
+    try:
+        inbound = Inbound(raw=raw, source="ingest", received_at=utcnow(), peer="stdin", mail_from=args.sender,
+                          rcpt_to=tuple(args.recipient or ()))
+        try:
+            spool_id = store.spool(inbound)
+        except TemporaryFailure as exc:
+            return _fail(f"cannot store the message (try again later): {exc}", EX_TEMPFAIL)
+        if args.no_process:
+            return EX_OK
+        # The raw message is committed: from here on nothing can lose it. File it now if we can;
+        # otherwise the daemon's sweep (or `mailgate replay`) does.
+        try:
+            outcome = _pipeline(config, store).process(spool_id)
+            if not args.quiet:
+                print(f"spool {spool_id}: {outcome.state}" + (f" ticket #{outcome.ticket_number}" if outcome.ticket_number else ""))
+        except MailgateError as exc:
+            print(f"mailgate: stored as spool {spool_id}; filing deferred: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EX_OK
+    finally:
+        store.close()
+
+
+def _pipeline(config, store):  # type: ignore[no-untyped-def]
+    from .daemon import load_runtime
+    from .pipeline import Pipeline
+
+    runtime = load_runtime(config)
+    return Pipeline(store, config, lambda: runtime, config.secret or store.meta_secret())
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    config, store = _store(args)
+    try:
+        if args.list:
+            rows = store.quarantined()
+            for sid, at, error in rows:
+                print(f"{sid}\t{at}\t{error.splitlines()[0] if error else ''}")
+            print(f"{len(rows)} quarantined")
+            return EX_OK
+        ids = store.requeue(args.ids or None)
+        pipeline = _pipeline(config, store)
+        pending = store.pending_spool_ids(1_000_000) if not args.ids else ids
+        for sid in pending:
+            outcome = pipeline.process(sid)
+            print(f"spool {sid}: {outcome.state}" + (f" ticket #{outcome.ticket_number}" if outcome.ticket_number else "")
+                  + (f" ({outcome.detail})" if outcome.state == "quarantined" else ""))
+        print(f"replayed {len(pending)} message(s)")
+        return EX_OK
+    finally:
+        store.close()
+
+
+# -- tickets ---------------------------------------------------------------------------------------
+
+
+def cmd_tickets_list(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    try:
+        tickets = store.tickets(status=args.status, limit=args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([{"number": t.number, "subject": t.subject, "status": t.status, "priority": t.priority,
+                           "team": t.team, "assignee": t.assignee, "customer": t.customer, "messages": t.message_count,
+                           "created_at": t.created_at.isoformat(), "updated_at": t.updated_at.isoformat()} for t in tickets],
+                         indent=2))
+        return EX_OK
+    rows = [(f"#{t.number}", t.status, t.priority, t.assignee or t.team or "-", t.customer, str(t.message_count),
+             t.subject[:50]) for t in tickets]
+    _table(("TICKET", "STATUS", "PRIORITY", "OWNER", "CUSTOMER", "MSGS", "SUBJECT"), rows)
+    if not tickets:
+        print("no tickets yet")
+    return EX_OK
+
+
+def cmd_tickets_show(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    try:
+        ticket = store.ticket(args.number)
+        if ticket is None:
+            return _fail(f"no ticket #{args.number}", EX_DATAERR)
+        messages = store.ticket_messages(args.number)
+        events = store.ticket_events(args.number)
+        people = store.participants(args.number)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({
+            "number": ticket.number, "subject": ticket.subject, "status": ticket.status, "priority": ticket.priority,
+            "team": ticket.team, "assignee": ticket.assignee, "customer": ticket.customer, "tags": list(ticket.tags),
+            "sla_policy": ticket.sla_policy, "created_at": ticket.created_at.isoformat(),
+            "participants": [{"address": p.address, "name": p.name, "role": p.role, "receives": p.receives} for p in people],
+            "messages": [{"message_id": m.message_id, "direction": m.direction, "kind": m.kind, "from": m.from_addr,
+                          "to": list(m.to_addrs), "subject": m.subject, "created_at": m.created_at.isoformat(),
+                          "text": m.text} for m in messages],
+            "events": [{"at": e.at.isoformat(), "kind": e.kind, "detail": e.detail} for e in events],
+        }, indent=2))
+        return EX_OK
+    print(f"Ticket #{ticket.number}: {ticket.subject}")
+    print(f"  status {ticket.status} · priority {ticket.priority} · team {ticket.team or '-'} · assignee {ticket.assignee or '-'}"
+          f" · SLA {ticket.sla_policy or '-'} · tags {', '.join(ticket.tags) or '-'}")
+    print(f"  customer {ticket.customer_name} <{ticket.customer}> · opened {ticket.created_at:%Y-%m-%d %H:%M} UTC")
+    print("  participants: " + ", ".join(f"{p.address} ({p.role}{'' if p.receives else ', no copies'})" for p in people))
+    print("\nMessages")
+    _table(("WHEN", "DIR", "KIND", "FROM", "SUBJECT"),
+           [(f"{m.created_at:%m-%d %H:%M:%S}", m.direction, m.kind, m.from_addr, m.subject[:50]) for m in messages])
+    print("\nEvents")
+    _table(("WHEN", "EVENT", "DETAIL"), [(f"{e.at:%m-%d %H:%M:%S}", e.kind, e.detail[:100]) for e in events])
+    return EX_OK
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max([len(h)] + [len(str(r[i])) for r in rows]) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+# -- rules / config --------------------------------------------------------------------------------
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    from .rules import check_ruleset, summary
+
+    path = Path(args.file) if args.file else _config(args).path(_config(args).rules)
+    if not path.exists():
+        return _fail(f"{path}: no such rules file", EX_CONFIG)
+    ruleset, problems = check_ruleset(path)
+    for p in problems:
+        print(str(p), file=sys.stderr)
+    if problems or ruleset is None:
+        print(f"{path}: {len(problems)} problem(s); the daemon keeps its last good rules until they are fixed", file=sys.stderr)
+        return 1
+    print(f"{path}: OK — {summary(ruleset)}")
+    return EX_OK
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from .message import parse
+    from .rules import InMemoryRoutingState, RuleContext, check_ruleset, decide, format_trace
+
+    config = _config(args)
+    path = Path(args.rules) if args.rules else config.path(config.rules)
+    ruleset, problems = check_ruleset(path)
+    if problems or ruleset is None:
+        for p in problems:
+            print(str(p), file=sys.stderr)
+        return 1
+    mail = parse(Path(args.message).read_bytes())
+    ctx = RuleContext(rcpt_to=tuple(args.rcpt or ()), is_reply=args.reply, customer_known=args.known_customer,
+                      now=datetime.now(timezone.utc), auth=args.auth)
+    print(format_trace(decide(ruleset, mail, ctx, InMemoryRoutingState())))
+    return EX_OK
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from .config import describe
+
+    print("\n".join(describe(_config(args), mask=not args.show_secrets)))
+    return EX_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .checks import run_checks
+
+    return run_checks(getattr(args, "config", None))
+
+
+# -- parser ------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailgate", description="Email-to-ticket daemon.")
+    parser.add_argument("--config", help="mailgate.yaml to use (default: $MAILGATE_CONFIG, ./mailgate.yaml, built-in defaults)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the daemon (SMTP listener, IMAP, workers) until stopped")
+    p.add_argument("--log-format", choices=("text", "json"), help="log line format (default from config: text)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("ingest", help="store one message read on stdin (for MTA pipes); exit 75 = retry later")
+    p.add_argument("--sender", "-f", default=None, help="envelope sender (MAIL FROM)")
+    p.add_argument("--recipient", "-r", action="append", help="envelope recipient (repeatable)")
+    p.add_argument("--no-process", action="store_true", help="only store; leave filing to the daemon")
+    p.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("replay", help="re-process quarantined (or given) raw messages")
+    p.add_argument("ids", nargs="*", type=int, help="spool ids (default: all quarantined and still spooled)")
+    p.add_argument("--list", action="store_true", help="list quarantined messages with their error")
+    p.set_defaults(func=cmd_replay)
+
+    tickets = sub.add_parser("tickets", help="list and show tickets").add_subparsers(dest="tickets_command", required=True)
+    p = tickets.add_parser("list", help="recent tickets")
+    p.add_argument("--status", help="only this status (new, open, pending, solved, closed)")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="a JSON array for scripts")
+    p.set_defaults(func=cmd_tickets_list)
+    p = tickets.add_parser("show", help="one ticket with its messages and events")
+    p.add_argument("number", type=int)
+    p.add_argument("--json", action="store_true", help="a JSON object for scripts")
+    p.set_defaults(func=cmd_tickets_show)
+
+    rules = sub.add_parser("rules", help="check and try routing rules").add_subparsers(dest="rules_command", required=True)
+    p = rules.add_parser("check", help="validate rules.yaml; errors as file:line:column")
+    p.add_argument("file", nargs="?", help="rules file (default: the configured one)")
+    p.set_defaults(func=cmd_rules_check)
+    p = rules.add_parser("test", help="show how the rules decide for a message, without touching the database")
+    p.add_argument("message", help="an .eml file")
+    p.add_argument("--rules", help="rules file (default: the configured one)")
+    p.add_argument("--rcpt", action="append", help="envelope recipient to assume")
+    p.add_argument("--reply", action="store_true", help="treat the message as a reply to an existing ticket")
+    p.add_argument("--known-customer", action="store_true", help="treat the sender as a known customer")
+    p.add_argument("--auth", default="none", choices=("pass", "fail", "none"), help="authentication verdict to assume")
+    p.set_defaults(func=cmd_rules_test)
+
+    p = sub.add_parser("config", help="print the effective configuration (secrets masked)")
+    p.add_argument("--show", action="store_true", default=True, help="print every setting with its help")
+    p.add_argument("--show-secrets", action="store_true", help="do not mask secrets")
+    p.set_defaults(func=cmd_config_show)
+
+    p = sub.add_parser("check", help="validate config, rules, templates and try each connection")
+    p.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import ConfigError, MailgateError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        return _fail(str(exc), EX_CONFIG)
+    except MailgateError as exc:
+        return _fail(str(exc), 1)
+    except BrokenPipeError:
+        return EX_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
