@@ -10,7 +10,7 @@ from ..errors import Location, Problem, RulesError
 from ..sla import parse_policies
 from ..yamlfile import LocatedDict, YamlProblem, load_located, loads_located, nearest, value_where, where_of
 from .model import APPLIES_TO, DEFAULT_TEMPLATE, Agent, Rule, Ruleset, Team
-from .then import Names, parse_then
+from .then import ACTIONS, Names, parse_then
 from .values import is_address
 from .when import WhenParser, _type_name
 
@@ -70,7 +70,7 @@ def _check_doc(doc: Any, path: str, lines: list[str]) -> tuple[Ruleset | None, l
     names = Names(teams, agents, frozenset(policies), templates)
     rules = _rules(doc, names, problems, lines)
     if problems:
-        return None, problems
+        return None, sorted(problems, key=lambda p: (p.where.line, p.where.column))
     return Ruleset(tuple(rules), teams, agents, policies, templates, path), []
 
 
@@ -236,7 +236,9 @@ def _rules(doc: dict, names: Names, problems: list[Problem], lines: list[str]) -
         before = len(problems)
         spec = _on_key(spec, lines)
         for key in spec:
-            if key not in RULE_KEYS:
+            if key in ACTIONS:
+                problems.append(Problem(where_of(spec, key), f"{key!r} is an action: put it under 'then'"))
+            elif key not in RULE_KEYS:
                 problems.append(Problem(where_of(spec, key), f"unknown rule key {key!r}{nearest(key, RULE_KEYS)}; "
                                                              "expected one of: " + ", ".join(RULE_KEYS)))
         name = spec.get("name")

@@ -105,6 +105,20 @@ def parse_weekdays(value: object) -> frozenset[int] | None:
     return frozenset(days) if days else None
 
 
+def weekday_problem(value: object) -> str:
+    """Why `value` is not a weekday list, in words."""
+    words = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else None
+    if not words:
+        return f"{WEEKDAYS_HELP}, got {value!r}"
+    for word in words:
+        if not isinstance(word, str):
+            return f"{WEEKDAYS_HELP}, got {word!r}"
+        for part in word.split("-"):
+            if _day(part) is None:
+                return f"unknown weekday {part.strip()!r}; {WEEKDAYS_HELP}"
+    return WEEKDAYS_HELP
+
+
 _ADDR_RE = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$|^[^@\s<>,;\"]+@localhost$")
 
 

@@ -10,7 +10,8 @@ from ..errors import Location, Problem
 from ..yamlfile import nearest, value_where, where_of
 from .conditions import (OPERATORS, AllOf, Always, AnyOf, ChoiceTest, Condition, FlagTest, HeaderPresent, NotOf,
                          SizeTest, TextTest, TimeTest)
-from .values import (HOURS_HELP, SIZE_HELP, WEEKDAYS_HELP, parse_hours, parse_size, parse_weekdays, time_zone,
+from .conditions import quote
+from .values import (HOURS_HELP, SIZE_HELP, parse_hours, parse_size, parse_weekdays, time_zone, weekday_problem,
                      zone_names)
 
 # The operator a bare value means: whole tokens compare whole, free text is searched. A bare list means `in`.
@@ -153,7 +154,7 @@ class WhenParser:
             if k == "weekdays":
                 weekdays = parse_weekdays(v)
                 if weekdays is None:
-                    self.problem(at, f"{WEEKDAYS_HELP}, got {_type_name(v)}")
+                    self.problem(at, weekday_problem(v))
                     ok = False
             elif k == "hours":
                 hours = parse_hours(v)
@@ -261,7 +262,7 @@ class WhenParser:
             except regex.error as exc:
                 pos = f" at position {exc.pos}" if getattr(exc, "pos", None) is not None else ""
                 msg = str(exc).split(" at position")[0]
-                self.problem(where, f"bad regular expression {texts[0]!r}: {msg}{pos}")
+                self.problem(where, f"bad regular expression {quote(texts[0])}: {msg}{pos}")
                 return None
         elif not case_sensitive:
             texts = tuple(t.casefold() for t in texts)
