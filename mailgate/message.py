@@ -20,6 +20,7 @@ import html as _html
 import mimetypes
 import quopri
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.headerregistry import Address as _HeaderAddress
@@ -140,6 +141,8 @@ _SUPERSETS = {
     "shift_jis": "cp932", "shift-jis": "cp932", "sjis": "cp932", "x-sjis": "cp932", "windows-31j": "cp932",
     "big5": "big5hkscs", "iso-2022-jp": "iso2022_jp_ext",
 }
+# Tried right after the declared charset, silently: vendor extensions senders use under the plain label.
+_WIDER = {"iso2022_jp_ext": ("x-cp50220",)}
 _NOT_CHARSETS = {"unicode_escape", "raw_unicode_escape", "unicode_internal", "idna", "punycode", "undefined"}
 
 
@@ -163,18 +166,46 @@ def _decode_bytes(data: bytes, declared: str | None, fallbacks: tuple[str, ...],
     codec = _codec(declared)
     if declared and codec is None:
         defects.append(f"{what}: unknown charset {declared.strip()[:40]!r}; read as UTF-8 or Windows-1252")
-    candidates = [c for c in (codec, "utf-8", *fallbacks, "cp1252") if c]
+    candidates = [c for c in (codec, *_WIDER.get(codec or "", ()), "utf-8", *fallbacks, "cp1252") if c]
     for i, candidate in enumerate(candidates):
         if candidate in candidates[:i]:
             continue
         try:
-            text = data.decode(candidate)
+            text = _decode_cp50220(data) if candidate == "x-cp50220" else data.decode(candidate)
         except (UnicodeDecodeError, LookupError):
             continue
-        if codec and candidate != codec:
+        if codec and candidate != codec and candidate not in _WIDER.get(codec, ()):
             defects.append(f"{what}: not valid {declared.strip()[:40]!r}; read as {candidate}")  # type: ignore[union-attr]
         return text
     return data.decode("latin-1")
+
+
+_JIS_ESC_RE = re.compile(rb"\x1b(\$[@B]|\$\(D|\([BJI])")
+
+
+def _decode_cp50220(data: bytes) -> str:
+    """ISO-2022-JP as Windows writes it (CP50220: NEC and IBM extensions such as circled digits), by
+    moving each JIS X 0208 pair to Shift_JIS and reading that as cp932. Raises UnicodeDecodeError."""
+    out = bytearray()
+    mode = b"(B"
+    pos = 0
+    for match in [*_JIS_ESC_RE.finditer(data), None]:
+        chunk = data[pos : match.start() if match else len(data)]
+        if mode in (b"$@", b"$B"):
+            chunk = chunk.replace(b"\r", b"").replace(b"\n", b"")
+            if len(chunk) % 2:
+                raise UnicodeDecodeError("x-cp50220", data, pos, pos + len(chunk), "odd JIS X 0208 run")
+            for i in range(0, len(chunk), 2):
+                j1, j2 = chunk[i], chunk[i + 1]
+                out.append(((j1 + 1) >> 1) + (0x70 if j1 <= 0x5E else 0xB0))
+                out.append(j2 + (0x1F if j2 <= 0x5F else 0x20) if j1 & 1 else j2 + 0x7E)
+        elif mode == b"(I":
+            out += bytes(b | 0x80 for b in chunk)
+        else:
+            out += chunk
+        if match:
+            mode, pos = match.group(1), match.end()
+    return bytes(out).decode("cp932")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +333,7 @@ def sanitize_filename(name: str | None, fallback: str = "attachment") -> str:
     """A file name safe to show and to write: no path parts, control characters or reserved characters."""
     if not name:
         return fallback
-    name = _clean_line(name).replace("\\", "/").rsplit("/", 1)[-1]
+    name = re.sub(r"[\r\n\t]+", " ", name).replace("\\", "/").rsplit("/", 1)[-1]
     name = _UNSAFE_NAME_RE.sub("_", name).strip(" .")
     if not name or set(name) <= {"_", "."}:
         return fallback
@@ -419,55 +450,48 @@ def _repair_head(raw: bytes, defects: list[str]) -> bytes:
 
 
 _DELIM_RE = re.compile(rb"^--([^\r\n]*)", re.M)
-_BLANK_RE = re.compile(rb"\r?\n\r?\n|\A\r?\n")
+_BLANK_RE = re.compile(rb"\r?\n\r?\n")
 _CTYPE_RE = re.compile(rb"(?im)^content-type[ \t]*:[ \t]*(?:\r?\n[ \t]+)?([^\s;]+)((?:[^\r\n]|\r?\n[ \t])*)")
 _CTE_RE = re.compile(rb"(?im)^content-transfer-encoding[ \t]*:[ \t]*([^\s;]+)")
 _BOUNDARY_RE = re.compile(rb'(?i)boundary[ \t]*=[ \t]*(?:"([^"\r\n]*)"|([^;\s]+))')
 _UNREAD = b"application/x-mailgate-unread"
+_OPAQUE_PREFIX = b"x-mailgate-"  # message/* parts are kept whole (as attachments), not parsed into
 
 
 def _prescan(raw: bytes, defects: list[str]) -> bytes:
     """Walk the MIME skeleton without recursion; return bytes the stdlib can parse within the limits:
-    containers deeper than MAX_DEPTH become opaque (`_UNREAD`) and the message ends after MAX_PARTS."""
+    containers deeper than MAX_DEPTH become opaque (`_UNREAD`) and the message ends after MAX_PARTS.
+    Enclosed messages (message/*) are marked so the stdlib keeps their bytes whole instead of parsing
+    them: they are attachments, and their own nesting then cannot be used against the parser."""
     edits: list[tuple[int, int, bytes]] = []
     stack: list[bytes] = []
     too_deep = 0
     parts = 1
 
     def open_part(pos: int, depth: int) -> int:
-        """Read the header block at pos (following message/rfc822 inward); return where its body starts."""
-        nonlocal too_deep, parts
-        while True:
-            blank = _BLANK_RE.search(raw, pos)
-            end = blank.start() if blank else len(raw)
-            body = blank.end() if blank else len(raw)
-            ctype = _CTYPE_RE.search(raw, pos, end)
-            if ctype is None:
-                return body
-            mtype = ctype.group(1).lower()
-            if mtype.startswith(b"multipart/"):
-                boundary = _BOUNDARY_RE.search(ctype.group(2))
-                if boundary is None:
-                    return body
-                if depth >= MAX_DEPTH:
-                    edits.append((ctype.start(1), ctype.end(1), _UNREAD))
-                    too_deep += 1
-                    return body
-                stack.append((boundary.group(1) or boundary.group(2)).rstrip())
-                return body
-            if mtype == b"message/rfc822":
-                cte = _CTE_RE.search(raw, pos, end)
-                if cte and cte.group(1).lower() in (b"base64", b"quoted-printable"):
-                    return body
-                if depth >= MAX_DEPTH:
-                    edits.append((ctype.start(1), ctype.end(1), _UNREAD))
-                    too_deep += 1
-                    return body
-                depth += 1
-                parts += 1
-                pos = body
-                continue
+        """Read the header block at pos; note a container to open or defuse; return where its body starts."""
+        nonlocal too_deep
+        if raw.startswith((b"\n", b"\r\n"), pos):  # no headers at all
+            return pos
+        blank = _BLANK_RE.search(raw, pos)
+        end = blank.start() if blank else len(raw)
+        body = blank.end() if blank else len(raw)
+        ctype = _CTYPE_RE.search(raw, pos, end)
+        if ctype is None:
             return body
+        mtype = ctype.group(1).lower()
+        if mtype.startswith(b"multipart/"):
+            boundary = _BOUNDARY_RE.search(ctype.group(2))
+            if boundary is None:
+                return body
+            if depth >= MAX_DEPTH:
+                edits.append((ctype.start(1), ctype.end(1), _UNREAD))
+                too_deep += 1
+            else:
+                stack.append((boundary.group(1) or boundary.group(2)).rstrip())
+        elif mtype.startswith(b"message/"):
+            edits.append((ctype.start(1), ctype.start(1), _OPAQUE_PREFIX))
+        return body
 
     scan_from = open_part(0, 0)
     cut: int | None = None
@@ -547,6 +571,44 @@ def _base64(data: bytes, defects: list[str], what: str) -> bytes:
         return b""
 
 
+_PARAM_RE = re.compile(r';\s*([^\s=;"]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)')
+_SECTION_RE = re.compile(r"(.+?)\*(\d+)?(\*)?")
+
+
+def _header_params(part: Message, header: str, fallbacks: tuple[str, ...], defects: list[str]) -> dict[str, str]:
+    """Parameters of a raw header (8-bit text decoded first), RFC 2231 sections and charsets included;
+    RFC 2231 values win over plain ones of the same name."""
+    lname = header.lower()
+    value = next((v for k, v in part.raw_items() if k.lower() == lname), None)
+    if value is None:
+        return {}
+    text = _raw_text(value, fallbacks)
+    plain: dict[str, str] = {}
+    sections: dict[str, dict[int, tuple[str, bool]]] = {}
+    for match in _PARAM_RE.finditer(text):
+        key, val = match.group(1).lower(), match.group(2).strip()
+        if val.startswith('"'):
+            val = re.sub(r"\\(.)", r"\1", val[1:-1] if len(val) > 1 and val.endswith('"') else val[1:])
+        section = _SECTION_RE.fullmatch(key)
+        if section:
+            encoded = bool(section.group(3)) or section.group(2) is None
+            sections.setdefault(section.group(1), {})[int(section.group(2) or 0)] = (val, encoded)
+        else:
+            plain.setdefault(key, val)
+    for base, chunks in sections.items():
+        charset, data = None, b""
+        for index in sorted(chunks)[:100]:
+            val, encoded = chunks[index]
+            if encoded:
+                if index == min(chunks) and val.count("'") >= 2:
+                    charset, _, val = val.split("'", 2)
+                data += urllib.parse.unquote_to_bytes(val)
+            else:
+                data += val.encode("utf-8", "surrogateescape")
+        plain[base] = _decode_bytes(data, charset or None, fallbacks, defects, f"parameter {base}")
+    return plain
+
+
 def _payload_bytes(part: Message, defects: list[str], what: str) -> bytes:
     """The decoded bytes of a leaf part (transfer encoding undone, charset untouched)."""
     payload = part.get_payload()
@@ -593,33 +655,44 @@ class _Body:
     attachments: list[Attachment] = field(default_factory=list)
 
 
-def _fallback_name(part: Message, ctype: str, description: str, count: int, fallbacks: tuple[str, ...]) -> str:
-    stem = description
+_CID_NAME_RE = re.compile(r"[\w.-]+\.[A-Za-z]{2,5}\d?@")
+
+
+def _fallback_name(ctype: str, data: bytes, description: str, fallbacks: tuple[str, ...]) -> str:
+    """A name for a part that has none: an enclosed message by its subject, a report by its description,
+    media by its kind ("image.png"), anything else "file" (with the extension its type suggests)."""
+    main, _, sub = ctype.partition("/")
     if ctype == "message/rfc822":
-        inner = part.get_payload(0) if part.is_multipart() else None
-        subject = inner.get("Subject") if isinstance(inner, Message) else None
-        stem = _header_value(subject, fallbacks, []) if subject else (stem or "message")
-    ext = ".eml" if ctype == "message/rfc822" else mimetypes.guess_extension(ctype, strict=False) or ".txt"
-    if ctype.startswith(("text/", "message/")) and ext not in (".eml", ".html", ".csv", ".ics", ".vcf"):
-        ext = ".txt"
-    return sanitize_filename((stem or f"part-{count}") + ext)
+        try:
+            inner = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(data[:65536])
+            subject = next((v for k, v in inner.raw_items() if k.lower() == "subject"), None)
+        except Exception:  # noqa: BLE001 - the enclosed message may be anything
+            subject = None
+        stem = _header_value(subject, fallbacks, []) if subject else description or "message"
+        return sanitize_filename(stem + ".eml", fallback="message.eml")
+    if main == "message":
+        stem = description or sub
+    elif main in ("image", "audio", "video"):
+        stem = main
+    else:
+        stem = description or "file"
+    ext = ".txt" if main in ("text", "message") else mimetypes.guess_extension(ctype, strict=False) or ""
+    return sanitize_filename(stem + ext, fallback="file")
 
 
 def _walk(msg: Message, fallbacks: tuple[str, ...], defects: list[str]) -> _Body:
     body = _Body()
     # (part, inside an attached container, an alternative whose text is already taken from a text/plain)
     stack: list[tuple[Message, bool, bool]] = [(msg, False, False)]
-    count = 0
+    opaque = _OPAQUE_PREFIX.decode()
     while stack:
         part, attached, secondary = stack.pop()
-        count += 1
         for defect in getattr(part, "defects", []):
-            text = _defect_text(defect)
-            if text not in defects:
-                defects.append(text)
+            defects.append(_defect_text(defect))
         ctype = part.get_content_type()
         if ctype == _UNREAD.decode():
             continue
+        ctype = ctype.removeprefix(opaque)
         disposition = (part.get_content_disposition() or "").lower()
         if part.is_multipart() and not ctype.startswith("message/"):
             subs = [(p, secondary) for p in part.get_payload() if isinstance(p, Message)]  # type: ignore[union-attr]
@@ -627,28 +700,30 @@ def _walk(msg: Message, fallbacks: tuple[str, ...], defects: list[str]) -> _Body
                 subs = _choose_alternatives([p for p, _ in subs], secondary)
             stack.extend((sub, attached or disposition == "attachment", sec) for sub, sec in reversed(subs))
             continue
-        try:
-            raw_name = part.get_filename()
-        except Exception:  # noqa: BLE001 - RFC 2231 parameters on hostile input
-            raw_name = None
-            defects.append("an attachment file name could not be read")
-        name = _header_value(raw_name, fallbacks, defects) if raw_name else ""
+        params = _header_params(part, "Content-Disposition", fallbacks, defects)
+        raw_name = params.get("filename") or _header_params(part, "Content-Type", fallbacks, defects).get("name")
+        name = re.sub(r"[\r\n\t]+", " ", decode_words(raw_name, fallbacks, defects)).strip() if raw_name else ""
         description = _header_value(part.get("Content-Description", ""), fallbacks, defects)
-        if ctype in ("text/plain", "text/html") and not attached and not name and disposition != "attachment":
-            text = _part_text(part, fallbacks, defects)
-            if ctype == "text/html":
-                body.htmls.append(text)
-                if not secondary:
-                    body.texts.append(html_to_text(text))
-                    body.from_html = True
-            elif not secondary:
-                body.texts.append(_take_uuencoded(text, body, defects))
+        bodylike = ctype in ("text/plain", "text/html") and not attached and not name and disposition != "attachment"
+        if bodylike and ctype == "text/plain":
+            if not secondary:
+                body.texts.append(_take_uuencoded(_part_text(part, fallbacks, defects), body))
             continue
-        data = _payload_bytes(part, defects, f"attachment {name or count}")
+        if bodylike and not body.htmls:  # the first HTML body; later ones are kept as attachments
+            html = _part_text(part, fallbacks, defects)
+            body.htmls.append(html)
+            if not secondary:
+                body.texts.append(html_to_text(html))
+                body.from_html = True
+            continue
+        data = _payload_bytes(part, defects, f"attachment {name!r}" if name else f"a {ctype} part")
         cid = _ids(_raw_text(part.get("Content-ID", ""), fallbacks)) if part.get("Content-ID") else ()
+        fallback = "document.html" if ctype == "text/html" else _fallback_name(ctype, data, description, fallbacks)
+        if not name and cid and _CID_NAME_RE.match(cid[0]):  # Outlook: <image001.png@01D3...>
+            name = cid[0].partition("@")[0]
         body.attachments.append(
             Attachment(
-                filename=sanitize_filename(name, fallback=_fallback_name(part, ctype, description, count, fallbacks)),
+                filename=sanitize_filename(name, fallback=fallback),
                 content_type=ctype,
                 size=len(data),
                 sha256=hashlib.sha256(data).hexdigest(),
@@ -672,7 +747,7 @@ def _choose_alternatives(subs: list[Message], secondary: bool) -> list[tuple[Mes
     return chosen or [(s, secondary) for s in subs[-1:]]
 
 
-def _take_uuencoded(text: str, body: _Body, defects: list[str]) -> str:
+def _take_uuencoded(text: str, body: _Body) -> str:
     """Move uuencoded files found inside a plain-text body into attachments."""
     if "begin " not in text:
         return text
@@ -730,10 +805,18 @@ def _stdlib_parse(raw: bytes, defects: list[str]) -> Message:
         return Message()
 
 
+_EW_CHARSET_RE = re.compile(r"=\?([^?\s*]{1,40})[^?\s]*\?[qQbB]\?")
+
+
 def _charsets(msg: Message) -> tuple[str, ...]:
     """Charsets declared anywhere in the message (besides UTF-8 and Windows-1252), best first: the
     fallbacks for undeclared 8-bit header text and for text in a wrong charset."""
     found: list[str] = []
+    for value in msg.values()[:200]:  # encoded-words in the headers name charsets too
+        for label in _EW_CHARSET_RE.findall(str(value)):
+            codec = _codec(label)
+            if codec and codec not in found and codec not in ("utf-8", "cp1252", "ascii"):
+                found += [codec, *_RELATIVES.get(codec, ())]
     for part in _iter_parts(msg, limit=MAX_PARTS):
         codec = _codec(_param(part, "charset"))
         if codec and codec not in found and codec not in ("utf-8", "cp1252", "ascii"):
@@ -763,7 +846,8 @@ def _iter_parts(msg: Message, limit: int) -> list[Message]:
 
 def _part_text(part: Message, fallbacks: tuple[str, ...], defects: list[str]) -> str:
     data = _payload_bytes(part, defects, "text body")
-    return _decode_bytes(data, _param(part, "charset"), fallbacks, defects, "text body")
+    charset = _header_params(part, "Content-Type", fallbacks, defects).get("charset")
+    return _decode_bytes(data, charset, fallbacks, defects, "text body")
 
 
 def _synthetic_id(raw: bytes) -> str:
