@@ -8,7 +8,8 @@ change of policy, priority or status is handled by calling it again. The rules i
   ticket ``open``/``reopened``; ``solved`` and ``closed`` stop it until ``reopened``/``open``.
   A stopped span is not counted, so it pushes every running deadline back by its business length.
 * ack: from ``created`` until the first ``acknowledged`` or ``agent_reply`` (a human answer
-  acknowledges too); ``ack_skipped`` (no acknowledgement by design: rule, auto-reply, cap) drops it. first_response: from ``created`` until the first ``agent_reply``.
+  acknowledges too); ``ack_skipped`` (no acknowledgement by design: rule, auto-reply, cap) drops it.
+  first_response: from ``created`` until the first ``agent_reply``.
   resolution: from ``created`` until ``solved``/``closed``; a reopen resumes it.
   next_response: after the first agent reply, the first customer message not yet answered starts a
   clock that the next ``agent_reply`` meets; one clock per such cycle.
