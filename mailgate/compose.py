@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import os
 import re
+import secrets
 import struct
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,7 @@ class Composer:
             raise TemplateError(Problem(Location(template.filename or name), f"cannot render: {type(exc).__name__}: {exc}")) from None
 
     def new_message_id(self) -> str:
-        return make_msgid(domain=self.domain)[1:-1]
+        return f"{secrets.token_urlsafe(18)}@{self.domain}"
 
     def build(self, *, kind: str, sender: Party, to: list[Party], subject: str, body: str, envelope_from: str,
               reply_to: Party | None = None, cc: list[Party] | None = None, threading: Threading = Threading(),

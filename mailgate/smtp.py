@@ -65,7 +65,7 @@ class SpoolingHandler:
         peer = session.peer
         inbound = Inbound(raw=raw, source="smtp", received_at=utcnow(),
                           peer=f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer),
-                          mail_from=envelope.mail_from or "", rcpt_to=tuple(envelope.rcpt_tos))
+                          mail_from=(envelope.mail_from or "").strip("<>"), rcpt_to=tuple(envelope.rcpt_tos))
         self.stats.in_flight += 1
         started = time.perf_counter()
         try:

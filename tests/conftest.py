@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import smtplib
 import socket
 import subprocess
@@ -189,6 +190,7 @@ def send(port: int, raw: bytes | str, mail_from: str = "customer@client.test",
     """Send one message over real SMTP; returns the server's final (code, text)."""
     if isinstance(raw, str):
         raw = raw.encode()
+    raw = re.sub(rb"\r?\n", b"\r\n", raw)  # SMTP lines end in CRLF, as every real client sends them
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
         client.ehlo("client.test")
         code, text = client.mail(mail_from)
