@@ -61,7 +61,10 @@ def _build(path: str, node: yaml.Node, loader: _Loader) -> Any:
         seq.where = _loc(path, node)
         seq.item_where = [_loc(path, item) for item in node.value]
         return seq
-    return loader.construct_object(node, deep=True)
+    try:
+        return loader.construct_object(node, deep=True)
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date like 2024-13-01
+        raise _Bad(Problem(_loc(path, node), f"cannot read value {node.value!r}: {exc}")) from None
 
 
 class _Bad(Exception):
