@@ -116,6 +116,7 @@ mail_gid = {gid}
 imap_capability = {caps}
 imap_idle_notify_interval = 2 mins
 shutdown_clients = yes
+auth_failure_delay = 0
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.root}/users
@@ -140,6 +141,9 @@ service imap-login {{
 }}
 service anvil {{
   chroot =
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service auth {{
   user = $default_internal_user
@@ -183,13 +187,27 @@ service stats {{
         """Stop the server (SIGTERM, then SIGKILL) and wait until the port is closed."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        # Dovecot's master can exit before its imap children, which then linger with client connections open.
+        # A stopped server must drop its clients, so signal the whole process group (the master leads it).
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
             try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.02)
+        else:
+            try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout)
+            except ProcessLookupError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.wait(timeout)
         self.proc = None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -233,6 +251,24 @@ service stats {{
         # b'[APPENDUID <uidvalidity> <uid>] Append completed.'
         return int(resp.split(b"]")[0].split()[-1])
 
+    def deliver_offline(self, raw: bytes, folder: str = "INBOX", user: DovecotUser | None = None) -> None:
+        """Drop a message straight into the Maildir (works while the server is stopped, like an MTA's LDA)."""
+        user = user or self.users[0]
+        maildir = self.root / "mail" / user.name / "Maildir"
+        if folder != "INBOX":
+            maildir = maildir / f".{folder.replace('/', '.')}"
+        _user, uid, gid = self._run_as()
+        for sub in ("tmp", "new", "cur"):
+            (maildir / sub).mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns()}.P{os.getpid()}.mailgate-test"
+        tmp = maildir / "tmp" / name
+        tmp.write_bytes(raw)
+        if os.geteuid() == 0:
+            home = self.root / "mail" / user.name
+            for p in (home, home / "Maildir", maildir, maildir / "tmp", maildir / "new", maildir / "cur", tmp):
+                os.chown(p, uid, gid)
+        tmp.rename(maildir / "new" / name)
+
     def folders(self, user: DovecotUser | None = None) -> list[str]:
         with self.client(user) as c:
             return sorted(name for _flags, _sep, name in c.list_folders())
@@ -248,7 +284,8 @@ service stats {{
     def flags(self, folder: str = "INBOX", user: DovecotUser | None = None) -> dict[int, tuple[bytes, ...]]:
         with self.client(user) as c:
             c.select_folder(folder, readonly=True)
-            return {uid: tuple(d[b"FLAGS"]) for uid, d in c.fetch("1:*", ["FLAGS"]).items()}
+            uids = c.search("ALL")
+            return {uid: tuple(d[b"FLAGS"]) for uid, d in c.fetch(uids, ["FLAGS"]).items()} if uids else {}
 
     def uidvalidity(self, folder: str = "INBOX", user: DovecotUser | None = None) -> int:
         with self.client(user) as c:

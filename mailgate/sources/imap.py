@@ -131,6 +131,7 @@ class ImapSource:
         self._left: set[tuple[str, int, int]] = set()  # (folder, uidvalidity, uid) deliberately left in the mailbox
         self._attempts: dict[tuple[str, int, int], int] = {}
         self._lock = threading.Lock()
+        self._active: dict[str, IMAPClient] = {}  # folder -> its live connection (closed on stop when stuck)
 
     @property
     def where(self) -> str:
@@ -139,17 +140,31 @@ class ImapSource:
     # -- public API -------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Watch every configured folder until `stop` is set; never raises."""
-        folders = self.account.folders or ("INBOX",)
-        if len(folders) == 1:
-            self._run_folder(folders[0], stop)
-            return
+        """Watch every configured folder (one connection and thread each) until `stop` is set; never raises.
+
+        A folder thread blocked in a slow network call (login penalty, hung server) is unblocked by closing its
+        socket shortly after `stop`, so shutdown stays bounded.
+        """
         threads = [threading.Thread(target=self._run_folder, args=(f, stop), name=f"imap-{self.label}-{f}", daemon=True)
-                   for f in folders]
+                   for f in self.account.folders or ("INBOX",)]
         for t in threads:
             t.start()
+        while any(t.is_alive() for t in threads) and not stop.wait(IDLE_TICK):
+            pass
+        deadline = time.monotonic() + IDLE_TICK / 2
         for t in threads:
-            t.join()
+            t.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            stuck = list(self._active.values())
+        for client in stuck:
+            try:
+                client.socket().shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in threads:
+            t.join(self.timeout)
+            if t.is_alive():  # stuck in a TCP connect; it is a daemon thread and ends with its timeout
+                self.log.warning("imap %s: %s still busy at shutdown; leaving it behind", self.label, t.name)
 
     def check(self) -> CheckResult:
         """Connect, log in (running the OAuth2 token command) and select each folder; one line saying how it went."""
@@ -177,7 +192,7 @@ class ImapSource:
 
     # -- connection -----------------------------------------------------------------------------
 
-    def _connect(self) -> IMAPClient:
+    def _connect(self, folder: str | None = None) -> IMAPClient:
         a = self.account
         timeout = SocketTimeout(connect=min(self.timeout, 30.0), read=self.timeout)
         context = ssl.create_default_context()
@@ -185,6 +200,9 @@ class ImapSource:
             client = IMAPClient(a.host, a.port, ssl=True, ssl_context=context, timeout=timeout)
         else:
             client = IMAPClient(a.host, a.port, ssl=False, timeout=timeout)
+        if folder is not None:
+            with self._lock:
+                self._active[folder] = client
         try:
             if a.tls == "starttls":
                 client.starttls(context)  # a failure raises: never fall back to plain text
@@ -260,9 +278,11 @@ class ImapSource:
         while not stop.is_set():
             client: IMAPClient | None = None
             try:
-                client = self._connect()
+                client = self._connect(folder)
                 self._watch(client, folder, stop, healthy)
             except Exception as exc:  # noqa: BLE001 - nothing leaves run(); every failure is one log line
+                if stop.is_set():
+                    break  # connection closed by run() on stop: not a failure
                 failures += 1
                 delay = self._delay(failures)
                 level = logging.ERROR if isinstance(exc, (AuthenticationFailed, TokenCommandFailed, ConfigError)) \
@@ -272,6 +292,8 @@ class ImapSource:
                              exc_info=exc if self._unexpected(exc) else None)
                 stop.wait(delay)
             finally:
+                with self._lock:
+                    self._active.pop(folder, None)
                 if client is not None:
                     self._close(client)
 
