@@ -564,6 +564,12 @@ class Tx:
                               " ORDER BY id DESC LIMIT 1", (number,)).fetchone()
         return r[0] if r else None
 
+    def last_inbound_spool_id(self, number: int) -> int | None:
+        """The spool row of the customer's latest message on a ticket (to re-read its text or headers)."""
+        r = self.conn.execute("SELECT spool_id FROM messages WHERE ticket_number=? AND direction='in' AND kind='customer'"
+                              " AND spool_id IS NOT NULL ORDER BY id DESC LIMIT 1", (number,)).fetchone()
+        return r[0] if r else None
+
     def thread_message_ids(self, number: int, limit: int = 20) -> list[str]:
         """The ticket's Message-IDs, oldest first (for References of mail we send)."""
         rows = self.conn.execute("SELECT message_id FROM messages WHERE ticket_number=? AND kind != 'agent_note'"
