@@ -1,11 +1,12 @@
 """Inbound mail as received (raw bytes + envelope) and its parsed view `Mail`; `parse()` turns one into the other.
 
 Parsing never raises on bad input: what cannot be read becomes a recorded defect (plain English in
-`Mail.defects`), and the raw bytes are always kept by the caller. The stdlib `email` feed parser
-(compat32 policy) splits the MIME tree; headers, charsets, encoded-words, transfer encodings and
-file names are decoded here, leniently. Before the stdlib sees the bytes, `_prescan` walks the
-MIME skeleton iteratively and defuses bombs: parts nested deeper than `MAX_DEPTH` are left
-unread and the message is cut after `MAX_PARTS` parts. See docs/parsing.md for the measurements.
+`Mail.defects`), and the raw bytes are always kept by the caller. The MIME tree is split here,
+iteratively (one regex search per boundary line, no recursion, no per-line Python loop), with
+limits against bombs: parts nested deeper than `MAX_DEPTH` are not read and the split stops after
+`MAX_PARTS` parts. The stdlib `email` package (compat32) parses each header block; header text,
+charsets, encoded-words, RFC 2231 parameters, transfer encodings and file names are decoded here,
+leniently. Measurements and the choice over mail-parser: docs/parsing.md.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import email.policy
 import hashlib
 import html as _html
 import mimetypes
-import quopri
 import re
 import urllib.parse
 from dataclasses import dataclass, field
@@ -127,6 +127,7 @@ MAX_PARTS = 1000  # MIME parts read; the message is cut after this many
 MAX_DEPTH = 50  # MIME nesting levels read (multipart and message/rfc822 both count)
 MAX_ADDRESS_HEADER = 64 * 1024  # characters of one address header that are parsed
 MAX_FILENAME = 180  # characters kept of an attachment name
+MAX_HEADER_BYTES = 256 * 1024  # bytes of one header block that are read
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,10 +222,13 @@ def _clean_line(value: str) -> str:
     return " ".join(value.split())
 
 
+_SURROGATE_RE = re.compile("[\udc80-\udcff]")
+
+
 def _raw_text(value: object, fallbacks: tuple[str, ...]) -> str:
     """A raw header value as str: 8-bit bytes (kept by the parser as surrogates) decoded, lines unfolded."""
     text = str(value)
-    if any("\udc80" <= ch <= "\udcff" for ch in text):
+    if _SURROGATE_RE.search(text):
         raw = text.encode("utf-8", "surrogateescape")
         text = _decode_bytes(raw, None, fallbacks, [], "header")
     return re.sub(r"\r?\n(?=[ \t])", "", text)
@@ -232,7 +236,7 @@ def _raw_text(value: object, fallbacks: tuple[str, ...]) -> str:
 
 def _word_bytes(encoding: str, payload: str) -> bytes:
     if encoding in "qQ":
-        return quopri.decodestring(payload.replace("_", " ").encode("ascii", "replace"), header=False)
+        return binascii.a2b_qp(payload.encode("ascii", "replace"), header=True)
     data = re.sub(r"[^A-Za-z0-9+/]", "", payload).encode("ascii")
     data = data[: len(data) - len(data) % 4] if len(data) % 4 == 1 else data + b"=" * (-len(data) % 4)
     try:
@@ -436,12 +440,14 @@ def _repair_head(raw: bytes, defects: list[str]) -> bytes:
         return b"".join(lines[skip:]) + raw[256 * 1024 :] if skip else raw
     fixed = 0
     head = lines[skip:end]
-    for i, line in enumerate(head):
-        if i == 0 or line[:1] in (b" ", b"\t") or _HEADER_LINE_RE.match(line) or line.startswith(b"From "):
-            continue
-        if any(_HEADER_LINE_RE.match(later) for later in head[i + 1 :]):
-            head[i] = b" " + line
-            fixed += 1
+    named = [bool(_HEADER_LINE_RE.match(line)) or line.startswith(b"From ") for line in head]
+    nameless = [i for i, line in enumerate(head) if i and not named[i] and line[:1] not in (b" ", b"\t")]
+    if head and named[0] and nameless and len(nameless) <= sum(named) // 2:
+        last_named = max(i for i, ok in enumerate(named) if ok)
+        for i in nameless:
+            if i < last_named:
+                head[i] = b" " + head[i]
+                fixed += 1
     if fixed:
         defects.append(f"{fixed} header line(s) without a name were joined to the header before them")
     if not skip and not fixed:
@@ -449,91 +455,136 @@ def _repair_head(raw: bytes, defects: list[str]) -> bytes:
     return b"".join(head) + b"".join(lines[end:]) + raw[256 * 1024 :]
 
 
-_DELIM_RE = re.compile(rb"^--([^\r\n]*)", re.M)
+_BOUNDARY_RE = re.compile(rb'(?i)boundary[ \t]*=[ \t]*(?:"([^"\r\n]*)"|([^;\s]+))')
+_UNREAD = "application/x-mailgate-unread"
+
+
 _BLANK_RE = re.compile(rb"\r?\n\r?\n")
 _CTYPE_RE = re.compile(rb"(?im)^content-type[ \t]*:[ \t]*(?:\r?\n[ \t]+)?([^\s;]+)((?:[^\r\n]|\r?\n[ \t])*)")
-_CTE_RE = re.compile(rb"(?im)^content-transfer-encoding[ \t]*:[ \t]*([^\s;]+)")
-_BOUNDARY_RE = re.compile(rb'(?i)boundary[ \t]*=[ \t]*(?:"([^"\r\n]*)"|([^;\s]+))')
-_UNREAD = b"application/x-mailgate-unread"
-_OPAQUE_PREFIX = b"x-mailgate-"  # message/* parts are kept whole (as attachments), not parsed into
 
 
-def _prescan(raw: bytes, defects: list[str]) -> bytes:
-    """Walk the MIME skeleton without recursion; return bytes the stdlib can parse within the limits:
-    containers deeper than MAX_DEPTH become opaque (`_UNREAD`) and the message ends after MAX_PARTS.
-    Enclosed messages (message/*) are marked so the stdlib keeps their bytes whole instead of parsing
-    them: they are attachments, and their own nesting then cannot be used against the parser."""
-    edits: list[tuple[int, int, bytes]] = []
-    stack: list[bytes] = []
-    too_deep = 0
-    parts = 1
+@dataclass
+class _Part:
+    """One node of the MIME tree: its headers (a headers-only stdlib Message) and where its body lies."""
 
-    def open_part(pos: int, depth: int) -> int:
-        """Read the header block at pos; note a container to open or defuse; return where its body starts."""
-        nonlocal too_deep
-        if raw.startswith((b"\n", b"\r\n"), pos):  # no headers at all
-            return pos
-        blank = _BLANK_RE.search(raw, pos)
-        end = blank.start() if blank else len(raw)
-        body = blank.end() if blank else len(raw)
-        ctype = _CTYPE_RE.search(raw, pos, end)
-        if ctype is None:
-            return body
-        mtype = ctype.group(1).lower()
-        if mtype.startswith(b"multipart/"):
-            boundary = _BOUNDARY_RE.search(ctype.group(2))
-            if boundary is None:
-                return body
-            if depth >= MAX_DEPTH:
-                edits.append((ctype.start(1), ctype.end(1), _UNREAD))
-                too_deep += 1
-            else:
-                stack.append((boundary.group(1) or boundary.group(2)).rstrip())
-        elif mtype.startswith(b"message/"):
-            edits.append((ctype.start(1), ctype.start(1), _OPAQUE_PREFIX))
-        return body
+    src: bytes = field(repr=False)  # the whole raw message (shared, not copied)
+    head: Message
+    start: int  # body start in the raw bytes
+    end: int = -1  # body end (exclusive); set when the next boundary or the end is found
+    prefix: bytes = b""  # body lines the header parser met before the blank line
+    children: list[_Part] = field(default_factory=list)
+    boundary: bytes | None = None
+    depth: int = 0
+    closed: bool = False
 
-    scan_from = open_part(0, 0)
-    cut: int | None = None
-    for match in _DELIM_RE.finditer(raw):
-        if not stack:
+    @property
+    def body(self) -> bytes:
+        return self.prefix + self.src[self.start : self.end]
+
+
+def _read_part(raw: bytes, pos: int, depth: int, defects: list[str]) -> _Part:
+    """The header block at pos parsed by the stdlib (headers only), and where the body starts."""
+    if raw.startswith((b"\n", b"\r\n"), pos):
+        return _Part(raw, Message(), raw.index(b"\n", pos) + 1, depth=depth)
+    blank = _BLANK_RE.search(raw, pos)
+    end, body = (blank.start(), blank.end()) if blank else (len(raw), len(raw))
+    if end - pos > MAX_HEADER_BYTES:
+        defects.append(f"a header block of {end - pos} bytes; only its first {MAX_HEADER_BYTES} were read")
+        end = raw.rfind(b"\n", pos, pos + MAX_HEADER_BYTES) + 1 or pos + MAX_HEADER_BYTES
+    block = raw[pos:end]
+    try:
+        head = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(block)
+    except Exception:  # noqa: BLE001 - the stdlib on hostile input
+        defects.append("a header block could not be read")
+        head = Message()
+    prefix = head.get_payload() if end == (blank.start() if blank else len(raw)) else None
+    rest = prefix.encode("utf-8", "surrogateescape") if isinstance(prefix, str) and prefix else b""
+    if rest:
+        rest += raw[end:body]  # the lines after a non-header line belong to the body, blank line included
+    return _Part(raw, head, body, prefix=rest, depth=depth)
+
+
+def _boundary(part: _Part) -> bytes | None:
+    if part.head.get_content_maintype() != "multipart":
+        return None
+    ctype = next((v for k, v in part.head.raw_items() if k.lower() == "content-type"), "")
+    found = _BOUNDARY_RE.search(str(ctype).encode("utf-8", "surrogateescape"))
+    return (found.group(1) or found.group(2)).rstrip() if found else None
+
+
+def _split(raw: bytes, defects: list[str]) -> _Part:
+    """The MIME tree, without recursion: one regex search per boundary line of the open multiparts.
+    Containers deeper than MAX_DEPTH are not opened and the split stops after MAX_PARTS parts;
+    enclosed messages (message/*) are leaves, kept whole as attachments."""
+    root = _read_part(raw, 0, 0, defects)
+    stack: list[_Part] = []  # open multiparts, outermost first
+    parts, too_deep, reused = 1, 0, 0
+
+    def open_container(part: _Part) -> None:
+        nonlocal too_deep, reused
+        boundary = _boundary(part)
+        if boundary is None:
+            return
+        if part.depth >= MAX_DEPTH:
+            too_deep += 1
+            part.head.replace_header("Content-Type", _UNREAD)
+        elif any(boundary == other.boundary for other in stack):
+            reused += 1
+            part.head.replace_header("Content-Type", _UNREAD)
+        else:
+            part.boundary = boundary
+            stack.append(part)
+
+    open_container(root)
+    pos = root.start
+    while stack and parts <= MAX_PARTS:
+        alternatives = b"|".join(re.escape(p.boundary) for p in reversed(stack))  # type: ignore[arg-type]
+        found = re.compile(rb"^--(" + alternatives + rb")(--)?[ \t]*\r?$", re.M).search(raw, pos)
+        if found is None:
             break
-        if match.start() < scan_from:
+        level = max(i for i, p in enumerate(stack) if p.boundary == found.group(1))
+        line_start = found.start()
+        body_end = line_start - (2 if raw[line_start - 2 : line_start] == b"\r\n" else 1 if line_start else 0)
+        for open_part in stack[level:]:
+            if open_part.children and open_part.children[-1].end < 0:
+                open_part.children[-1].end = max(open_part.children[-1].start, body_end)
+        del stack[level + 1 :]
+        container = stack[level]
+        next_line = raw.find(b"\n", found.end())
+        pos = len(raw) if next_line < 0 else next_line + 1
+        if found.group(2):  # close delimiter
+            container.closed = True
+            stack.pop()
             continue
-        token = match.group(1).rstrip()
-        level = next((i for i in range(len(stack) - 1, -1, -1) if token == stack[i]), None)
-        if level is not None:
-            del stack[level + 1 :]
-            parts += 1
-            if parts > MAX_PARTS:
-                cut = match.start()
-                break
-            line_end = raw.find(b"\n", match.end())
-            scan_from = open_part(len(raw) if line_end < 0 else line_end + 1, level + 1)
-            continue
-        level = next((i for i in range(len(stack) - 1, -1, -1) if token == stack[i] + b"--"), None)
-        if level is not None:
-            del stack[level:]
+        parts += 1
+        if parts > MAX_PARTS:
+            defects.append(f"more than {MAX_PARTS} MIME parts; the last {len(raw) - line_start} bytes were not read")
+            break
+        child = _read_part(raw, pos, container.depth + 1, defects)
+        container.children.append(child)
+        pos = child.start
+        open_container(child)
+    for part in _iter_parts(root):
+        if part.end < 0:
+            part.end = max(part.start, len(raw)) if not part.children else part.start
+        if part.children and not part.closed and parts <= MAX_PARTS:
+            defects.append("multipart body without its closing boundary")
     if too_deep:
-        defects.append(
-            f"MIME nesting deeper than {MAX_DEPTH} levels; deeper parts were not read ({too_deep} container(s) skipped)"
-        )
-    if not edits and cut is None:
-        return raw
-    out: list[bytes] = []
-    pos = 0
-    for start, end, replacement in sorted(edits):
-        if cut is not None and start >= cut:
-            break
-        out += [raw[pos:start], replacement]
-        pos = end
-    if cut is not None:
-        out.append(raw[pos:cut])
-        out += [b"\n--" + b + b"--\n" for b in reversed(stack)]
-        defects.append(f"more than {MAX_PARTS} MIME parts; the last {len(raw) - cut} bytes were not read")
-    else:
-        out.append(raw[pos:])
-    return b"".join(out)
+        defects.append(f"MIME nesting deeper than {MAX_DEPTH} levels; deeper parts were not read")
+    if reused:
+        defects.append("a nested multipart reuses an enclosing boundary; it was not read")
+    return root
+
+
+def _iter_parts(root: _Part) -> list[_Part]:
+    """Every part, depth first, iteratively."""
+    out: list[_Part] = []
+    stack = [root]
+    while stack:
+        part = stack.pop()
+        out.append(part)
+        stack.extend(reversed(part.children))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,15 +611,29 @@ def _uudecode(data: bytes) -> bytes:
 
 
 def _base64(data: bytes, defects: list[str], what: str) -> bytes:
-    clean = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
-    if len(clean) % 4 == 1:
-        defects.append(f"{what}: base64 data has a stray final character")
-        clean = clean[:-1]
     try:
-        return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
-    except binascii.Error as exc:
-        defects.append(f"{what}: base64 data could not be decoded ({exc})")
+        return binascii.a2b_base64(data)  # skips line breaks and other non-alphabet bytes
+    except binascii.Error:
+        pass
+    clean = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+    defects.append(f"{what}: base64 data is damaged (bad padding or a stray final character); read what was whole")
+    try:
+        return binascii.a2b_base64(clean[: len(clean) - len(clean) % 4])
+    except binascii.Error:
         return b""
+
+
+def _payload_bytes(part: _Part, defects: list[str], what: str) -> bytes:
+    """The decoded bytes of a leaf part (transfer encoding undone, charset untouched)."""
+    data = part.body
+    cte = str(part.head.get("Content-Transfer-Encoding", "")).strip().lower()
+    if cte == "base64":
+        return _base64(data, defects, what)
+    if cte == "quoted-printable":
+        return binascii.a2b_qp(data)
+    if cte in ("x-uuencode", "uuencode", "uue", "x-uue"):
+        return _uudecode(data)
+    return data
 
 
 _PARAM_RE = re.compile(r';\s*([^\s=;"]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)')
@@ -607,38 +672,6 @@ def _header_params(part: Message, header: str, fallbacks: tuple[str, ...], defec
                 data += val.encode("utf-8", "surrogateescape")
         plain[base] = _decode_bytes(data, charset or None, fallbacks, defects, f"parameter {base}")
     return plain
-
-
-def _payload_bytes(part: Message, defects: list[str], what: str) -> bytes:
-    """The decoded bytes of a leaf part (transfer encoding undone, charset untouched)."""
-    payload = part.get_payload()
-    if isinstance(payload, list):  # message/rfc822 and friends: the enclosed message, as it was
-        try:
-            return b"".join(_serialise(p) for p in payload)
-        except Exception:  # noqa: BLE001 - generator on a damaged tree
-            defects.append(f"{what}: enclosed message could not be written back")
-            return b""
-    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
-    if cte not in ("base64", "quoted-printable", "x-uuencode", "uuencode", "uue", "x-uue"):
-        data = part.get_payload(decode=True)  # 7bit/8bit/binary: the bytes as they came
-        return data if isinstance(data, bytes) else b""
-    data = str(payload).encode("utf-8", "surrogateescape")
-    if cte == "base64":
-        return _base64(data, defects, what)
-    if cte == "quoted-printable":
-        return quopri.decodestring(data)
-    if cte in ("x-uuencode", "uuencode", "uue", "x-uue"):
-        return _uudecode(data)
-    return data
-
-
-def _serialise(msg: Message) -> bytes:
-    from email.generator import BytesGenerator
-    from io import BytesIO
-
-    buf = BytesIO()
-    BytesGenerator(buf, mangle_from_=False, maxheaderlen=0, policy=email.policy.compat32).flatten(msg)
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -680,30 +713,32 @@ def _fallback_name(ctype: str, data: bytes, description: str, fallbacks: tuple[s
     return sanitize_filename(stem + ext, fallback="file")
 
 
-def _walk(msg: Message, fallbacks: tuple[str, ...], defects: list[str]) -> _Body:
+def _walk(root: _Part, fallbacks: tuple[str, ...], defects: list[str]) -> _Body:
     body = _Body()
     # (part, inside an attached container, an alternative whose text is already taken from a text/plain)
-    stack: list[tuple[Message, bool, bool]] = [(msg, False, False)]
-    opaque = _OPAQUE_PREFIX.decode()
+    stack: list[tuple[_Part, bool, bool]] = [(root, False, False)]
     while stack:
         part, attached, secondary = stack.pop()
-        for defect in getattr(part, "defects", []):
+        head = part.head
+        for defect in head.defects:
             defects.append(_defect_text(defect))
-        ctype = part.get_content_type()
-        if ctype == _UNREAD.decode():
+        ctype = head.get_content_type()
+        if ctype == _UNREAD:
             continue
-        ctype = ctype.removeprefix(opaque)
-        disposition = (part.get_content_disposition() or "").lower()
-        if part.is_multipart() and not ctype.startswith("message/"):
-            subs = [(p, secondary) for p in part.get_payload() if isinstance(p, Message)]  # type: ignore[union-attr]
+        disposition = (head.get_content_disposition() or "").lower()
+        if ctype.startswith("multipart/") and not part.children:
+            defects.append(f"{ctype} without parts; read as one text part")
+            ctype = "text/plain"
+        if part.children:
+            subs = [(p, secondary) for p in part.children]
             if ctype == "multipart/alternative" and not attached:
                 subs = _choose_alternatives([p for p, _ in subs], secondary)
             stack.extend((sub, attached or disposition == "attachment", sec) for sub, sec in reversed(subs))
             continue
-        params = _header_params(part, "Content-Disposition", fallbacks, defects)
-        raw_name = params.get("filename") or _header_params(part, "Content-Type", fallbacks, defects).get("name")
+        params = _header_params(head, "Content-Disposition", fallbacks, defects)
+        raw_name = params.get("filename") or _header_params(head, "Content-Type", fallbacks, defects).get("name")
         name = re.sub(r"[\r\n\t]+", " ", decode_words(raw_name, fallbacks, defects)).strip() if raw_name else ""
-        description = _header_value(part.get("Content-Description", ""), fallbacks, defects)
+        description = _header_value(head.get("Content-Description", ""), fallbacks, defects)
         bodylike = ctype in ("text/plain", "text/html") and not attached and not name and disposition != "attachment"
         if bodylike and ctype == "text/plain":
             if not secondary:
@@ -717,7 +752,7 @@ def _walk(msg: Message, fallbacks: tuple[str, ...], defects: list[str]) -> _Body
                 body.from_html = True
             continue
         data = _payload_bytes(part, defects, f"attachment {name!r}" if name else f"a {ctype} part")
-        cid = _ids(_raw_text(part.get("Content-ID", ""), fallbacks)) if part.get("Content-ID") else ()
+        cid = _ids(_raw_text(head.get("Content-ID", ""), fallbacks)) if head.get("Content-ID") else ()
         fallback = "document.html" if ctype == "text/html" else _fallback_name(ctype, data, description, fallbacks)
         if not name and cid and _CID_NAME_RE.match(cid[0]):  # Outlook: <image001.png@01D3...>
             name = cid[0].partition("@")[0]
@@ -736,11 +771,12 @@ def _walk(msg: Message, fallbacks: tuple[str, ...], defects: list[str]) -> _Body
     return body
 
 
-def _choose_alternatives(subs: list[Message], secondary: bool) -> list[tuple[Message, bool]]:
+def _choose_alternatives(subs: list[_Part], secondary: bool) -> list[tuple[_Part, bool]]:
     """Of a multipart/alternative keep the last text/plain and the last HTML-ish branch (text/html or a
     multipart); the HTML branch is secondary (kept as HTML, not turned into text) when plain text exists."""
-    plain = [s for s in subs if s.get_content_type() == "text/plain"]
-    rich = [s for s in subs if s.get_content_type() == "text/html" or s.get_content_type().startswith("multipart/")]
+    types = [p.head.get_content_type() for p in subs]
+    plain = [p for p, t in zip(subs, types) if t == "text/plain"]
+    rich = [p for p, t in zip(subs, types) if t == "text/html" or t.startswith("multipart/")]
     chosen = [(plain[-1], secondary)] if plain else []
     if rich:
         chosen.append((rich[-1], secondary or bool(plain)))
@@ -781,44 +817,23 @@ def _defect_text(defect: object) -> str:
     return f"MIME: {words}"
 
 
-def _param(part: Message, name: str, header: str = "content-type") -> str | None:
-    try:
-        value = part.get_param(name, header=header)
-        if value is None:
-            return None
-        return str(email.utils.collapse_rfc2231_value(value))  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - RFC 2231 parameters on hostile input
-        return None
+_CHARSET_PARAM_RE = re.compile(rb"""charset[ \t]*=[ \t]*["']?([a-z0-9_.:-]{1,40})""")
+_CHARSET_WORD_RE = re.compile(rb"=\?([a-z0-9_.:-]{1,40})[*?]")
 
 
-def _stdlib_parse(raw: bytes, defects: list[str]) -> Message:
-    parser = email.parser.BytesParser(policy=email.policy.compat32)
-    try:
-        return parser.parsebytes(raw)
-    except RecursionError:
-        defects.append("MIME structure too deep to read; only the headers were read")
-    except Exception as exc:  # noqa: BLE001 - the stdlib on hostile input
-        defects.append(f"MIME structure could not be read ({type(exc).__name__}); only the headers were read")
-    try:
-        return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
-    except Exception:  # noqa: BLE001
-        return Message()
-
-
-_EW_CHARSET_RE = re.compile(r"=\?([^?\s*]{1,40})[^?\s]*\?[qQbB]\?")
-
-
-def _charsets(msg: Message) -> tuple[str, ...]:
-    """Charsets declared anywhere in the message (besides UTF-8 and Windows-1252), best first: the
-    fallbacks for undeclared 8-bit header text and for text in a wrong charset."""
+def _charsets(raw: bytes) -> tuple[str, ...]:
+    """Charsets named anywhere in the message (parameters and encoded-words, enclosed messages too),
+    besides UTF-8 and Windows-1252, in order of appearance: the fallbacks for undeclared 8-bit text."""
+    lowered = raw.lower()
+    hits: list[tuple[int, bytes]] = []
+    for pattern in (_CHARSET_PARAM_RE, _CHARSET_WORD_RE):
+        for count, match in enumerate(pattern.finditer(lowered)):
+            hits.append((match.start(), match.group(1)))
+            if count >= 100:
+                break
     found: list[str] = []
-    for value in msg.values()[:200]:  # encoded-words in the headers name charsets too
-        for label in _EW_CHARSET_RE.findall(str(value)):
-            codec = _codec(label)
-            if codec and codec not in found and codec not in ("utf-8", "cp1252", "ascii"):
-                found += [codec, *_RELATIVES.get(codec, ())]
-    for part in _iter_parts(msg, limit=MAX_PARTS):
-        codec = _codec(_param(part, "charset"))
+    for _, label in sorted(hits):
+        codec = _codec(label.decode("ascii"))
         if codec and codec not in found and codec not in ("utf-8", "cp1252", "ascii"):
             found += [codec, *_RELATIVES.get(codec, ())]
     return tuple(dict.fromkeys(found[:6]))
@@ -831,22 +846,9 @@ _RELATIVES = {
 }
 
 
-def _iter_parts(msg: Message, limit: int) -> list[Message]:
-    """Every part, depth first, iteratively."""
-    out: list[Message] = []
-    stack = [msg]
-    while stack and len(out) < limit:
-        part = stack.pop()
-        out.append(part)
-        payload = part.get_payload() if part.is_multipart() else None
-        if isinstance(payload, list):
-            stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
-    return out
-
-
-def _part_text(part: Message, fallbacks: tuple[str, ...], defects: list[str]) -> str:
+def _part_text(part: _Part, fallbacks: tuple[str, ...], defects: list[str]) -> str:
     data = _payload_bytes(part, defects, "text body")
-    charset = _header_params(part, "Content-Type", fallbacks, defects).get("charset")
+    charset = _header_params(part.head, "Content-Type", fallbacks, defects).get("charset")
     return _decode_bytes(data, charset, fallbacks, defects, "text body")
 
 
@@ -916,10 +918,11 @@ def _parse(raw: bytes) -> Mail:
     defects: list[str] = []
     if not raw.strip():
         defects.append("empty message")
-    msg = _stdlib_parse(_prescan(_repair_head(raw, defects), defects), defects)
+    root = _split(_repair_head(raw, defects), defects)
+    msg = root.head
     if raw.strip() and not msg.keys():
         defects.append("no headers found; everything was read as body")
-    fallbacks = _charsets(msg)
+    fallbacks = _charsets(raw)
 
     raw_headers: dict[str, list[str]] = {}
     headers: list[tuple[str, str]] = []
@@ -934,7 +937,7 @@ def _parse(raw: bytes) -> Mail:
         return values[0] if values else None
 
     mids = _ids(_clean_line(first("Message-ID") or ""))
-    body = _walk(msg, fallbacks, defects)
+    body = _walk(root, fallbacks, defects)
     html = "\n".join(body.htmls) if body.htmls else None
     text = "\n\n".join(t.strip("\r\n") for t in body.texts if t.strip())
 
