@@ -442,7 +442,7 @@ def _repair_head(raw: bytes, defects: list[str]) -> bytes:
     head = lines[skip:end]
     named = [bool(_HEADER_LINE_RE.match(line)) or line.startswith(b"From ") for line in head]
     nameless = [i for i, line in enumerate(head) if i and not named[i] and line[:1] not in (b" ", b"\t")]
-    if head and named[0] and nameless and len(nameless) <= sum(named) // 2:
+    if head and named[0] and nameless and len(nameless) <= sum(named):
         last_named = max(i for i, ok in enumerate(named) if ok)
         for i in nameless:
             if i < last_named:
