@@ -21,7 +21,7 @@ def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from .store import Store
 
     config = _config(args)
-    return config, Store(config.path(config.database))
+    return config, Store(config.path(config.database), config.database_busy_timeout)
 
 
 def _fail(message: str, code: int) -> int:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.headerregistry import Address as HeaderAddress
+from email.errors import HeaderParseError
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
@@ -187,8 +188,13 @@ class Composer:
 
 
 def _header_address(party: Party) -> HeaderAddress:
+    """A To/From address; odd but deliverable local parts (foo..bar, ".x", spaces) are kept, quoted where needed."""
     name = one_line(party.name, 200)
-    return HeaderAddress(display_name=name, addr_spec=party.addr)
+    try:
+        return HeaderAddress(display_name=name, addr_spec=party.addr)
+    except (ValueError, IndexError, HeaderParseError):
+        local, _, domain = one_line(party.addr).rpartition("@")
+        return HeaderAddress(display_name=name, username=local or party.addr, domain=domain.strip("."))
 
 
 def _error_line(exc: Exception, template: jinja2.Template) -> int:

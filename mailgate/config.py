@@ -103,10 +103,19 @@ class AutoReplyConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """How long raw message bytes are kept (the parsed text, attachments and the ticket stay)."""
+
+    raw_days_after_close: int = setting(
+        0, "clear the raw bytes of a closed ticket's messages this many days after it closed (sha256 kept); 0: keep forever")
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything `mailgate serve` needs to know about where and how it runs."""
 
     database: str = setting("mailgate.db", "SQLite database file")
+    database_busy_timeout: float = setting(10.0, "seconds to wait for a locked database before answering 451 / exit 75")
     support_addresses: tuple[str, ...] = setting(("support@localhost",), "addresses mail is accepted for")
     support_name: str = setting("Support", "display name on mail we send")
     subject_tag: str = setting("Support", "the word in subject tags like [Support #12]")
@@ -121,6 +130,7 @@ class Config:
     outbox: OutboxConfig = setting(OutboxConfig(), "outgoing retries")
     imap: tuple[ImapAccount, ...] = setting((), "IMAP accounts to fetch from")
     autoreply: AutoReplyConfig = setting(AutoReplyConfig(), "limits on automatic mail")
+    retention: RetentionConfig = setting(RetentionConfig(), "raw message retention (`mailgate db prune`; the daemon runs it daily)")
     source: str = setting("<embedded defaults>", "where this configuration was read from", internal=True)
     base_dir: str = setting(".", "folder relative paths are resolved against", internal=True)
 

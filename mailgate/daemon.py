@@ -8,6 +8,7 @@ processing thread, IMAP in threads of its own: nothing blocking runs on the loop
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -66,7 +67,11 @@ def inherited_socket() -> socket.socket | None:
     """The listening socket passed by systemd socket activation (LISTEN_FDS), if any."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()) or int(os.environ.get("LISTEN_FDS", "0")) < 1:
         return None
-    return socket.socket(fileno=3)
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):  # sd_listen_fds(unset=1): not for our children
+        os.environ.pop(name, None)
+    sock = socket.socket(fileno=3)
+    sock.set_inheritable(False)
+    return sock
 
 
 @dataclass
@@ -84,7 +89,7 @@ class Daemon:
         self.config = config
         self.sweep_interval = sweep_interval
         self.grace = grace
-        self.store = Store(config.path(config.database))
+        self.store = Store(config.path(config.database), config.database_busy_timeout)
         self.secret = config.secret or self.store.meta_secret()
         self.runtime = load_runtime(config)
         self.pipeline = Pipeline(self.store, config, lambda: self.runtime, self.secret)
@@ -143,14 +148,15 @@ class Daemon:
         """Start everything, run until asked to stop, then shut down within the grace period."""
         self._loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self._stop.set), (signal.SIGINT, self._stop.set),
-                             (signal.SIGHUP, lambda: self.reload("SIGHUP"))):
+                             (signal.SIGHUP, self._sighup)):
             try:
                 self._loop.add_signal_handler(sig, handler)
             except (RuntimeError, ValueError):  # not the main thread (tests run the daemon in a thread)
                 pass
         tasks = [asyncio.create_task(self._pipeline_worker(), name="pipeline"),
                  asyncio.create_task(self.outbox.run(self._stop, self._wake_outbox), name="outbox"),
-                 asyncio.create_task(self._watch_files(), name="watch")]
+                 asyncio.create_task(self._watch_files(), name="watch"),
+                 asyncio.create_task(self._retention(), name="retention")]
         imap_threads = self._start_imap()
         if self.config.smtp.enabled:
             self.smtp = SmtpListener(self.store, self.config, self.spooled)
@@ -230,7 +236,69 @@ class Daemon:
                 pass
             if self._mtimes() != self._rules_mtime:
                 self.reload("file changed")
-            notify_systemd("WATCHDOG=1")
+            notify_systemd(f"WATCHDOG=1\nSTATUS={self.status_line()}")
+
+    def status_line(self) -> str:
+        """The one-line STATUS= systemd shows in `systemctl status mailgate`."""
+        smtp = f"; {self.smtp.stats.sessions} SMTP session(s)" if self.smtp else ""
+        return (f"accepting mail; {self.health.processed} filed, {self.health.quarantined} quarantined since start"
+                f"{smtp}; last reload: {self.health.last_reload}")
+
+    async def _retention(self, every: float = 86400.0) -> None:
+        """At start-up and then once a day: clear the raw bytes of long-closed tickets (retention.raw_days_after_close)."""
+        while not self._stop.is_set():
+            days = self.config.retention.raw_days_after_close
+            if days > 0:
+                try:
+                    cleared = await asyncio.to_thread(self.store.prune_raw, days)
+                    log.info("retention: cleared raw bytes of %d message(s) of tickets closed more than %d days ago", cleared, days)
+                except StorageUnavailable as exc:
+                    log.error("retention: storage unavailable, will try again tomorrow: %s", exc)
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=every)
+            except asyncio.TimeoutError:
+                pass
+
+    # Settings a SIGHUP applies at once; a change to any other setting is logged as needing a restart.
+    LIVE_SETTINGS = ("support_name", "subject_tag", "rules", "templates", "maildir", "trusted_authserv_id", "relay",
+                     "outbox", "autoreply", "retention")
+
+    def _sighup(self) -> None:
+        self.reload_config()
+        self.reload("SIGHUP")
+
+    def reload_config(self) -> bool:
+        """Re-read mailgate.yaml: apply the LIVE_SETTINGS, log by name every other change (it needs a restart)."""
+        from .config import describe, load
+        from .outbox import transport_for
+
+        if self.config.source.startswith("<"):
+            return True
+        try:
+            new = load(self.config.source)
+            merged = dataclasses.replace(self.config, **{name: getattr(new, name) for name in self.LIVE_SETTINGS})
+            transport = transport_for(merged) if (merged.relay, merged.maildir) != (self.config.relay, self.config.maildir) else None
+        except MailgateError as exc:
+            for line in str(exc).splitlines():
+                log.error("reload (SIGHUP): configuration not reloaded, keeping the running one: %s", line)
+            return False
+
+        def values(c: Config) -> dict[str, str]:
+            return dict(line.split("    # ")[0].split(" = ", 1) for line in describe(c, mask=False)[1:])  # type: ignore[misc]
+
+        before, after = values(self.config), values(new)
+        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        applied = [k for k in changed if k.split(".")[0].split("[")[0] in self.LIVE_SETTINGS]
+        pending = [k for k in changed if k not in applied]
+        self.config = self.pipeline.config = self.outbox.config = merged
+        if transport is not None:
+            self.outbox.transport = transport
+        if applied:
+            log.info("reload (SIGHUP): configuration applied: %s", ", ".join(applied))
+        if pending:
+            log.warning("reload (SIGHUP): these settings changed but need a restart (systemctl restart mailgate): %s",
+                        ", ".join(pending))
+        return True
 
 
 def run(config: Config) -> int:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -208,19 +208,31 @@ def m002_bouncing_addresses(db: sqlite_utils.Database) -> None:
     db["bouncing"].create({"address": str, "first_at": str, "last_at": str, "count": int, "last_bounce": str}, pk="address")
 
 
+@migration
+def m003_spool_raw_pruned(db: sqlite_utils.Database) -> None:
+    """Retention: when the raw bytes of a closed ticket's message were cleared (sha256 and size are kept)."""
+    db["spool"].add_column("raw_pruned_at", str)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
 class Store:
     """One SQLite database; every statement runs on a single writer thread owned by this object."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, busy_timeout: float = BUSY_TIMEOUT_MS / 1000):
         self.path = str(path)
+        self.busy_timeout_ms = int(busy_timeout * 1000)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailgate-store")
         self._thread_id: int | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
-        self.call(self._open)
+        try:
+            self.call(self._open)
+        except BaseException:
+            self._closed = True
+            self._executor.shutdown(wait=True)
+            raise
 
     # -- thread plumbing ------------------------------------------------------------------------
 
@@ -281,9 +293,9 @@ class Store:
 
     def _open(self) -> None:
         self._thread_id = threading.get_ident()
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True, timeout=self.busy_timeout_ms / 1000)
         conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise StorageUnavailable(f"database {self.path}: cannot switch to WAL mode (got {mode})")
@@ -465,6 +477,128 @@ class Store:
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Read-only SQL for reports and tests (rows as dicts)."""
         return self.call(lambda: [dict(r) for r in self.conn.execute(sql, list(args))])
+
+    # -- maintenance: `mailgate db vacuum|backup|prune|check` and the daemon's daily retention -----
+
+    def vacuum(self) -> tuple[int, int]:
+        """VACUUM, then truncate the WAL; returns the file size (bytes) before and after.
+
+        VACUUM is one long write transaction: a running daemon waits for it (and answers 451 once its
+        busy timeout passes), so run it at a quiet hour.
+        """
+
+        def run() -> tuple[int, int]:
+            before = _db_bytes(self.path)
+            self.conn.execute("VACUUM")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.conn.execute("PRAGMA optimize")
+            return before, _db_bytes(self.path)
+
+        return self.call(run)
+
+    def backup(self, target: str | Path) -> int:
+        """Online copy through SQLite's backup API into `target` (a single self-contained file); returns its size.
+
+        One step under one read transaction: in WAL mode the daemon keeps writing meanwhile and the copy is
+        the database as of the moment the step began. The copy is checked (integrity_check) and only then
+        renamed into place, so `target` is never a half-written file.
+        """
+        target = Path(target)
+        partial = target.with_name(target.name + ".partial")
+
+        def run() -> int:
+            partial.unlink(missing_ok=True)
+            dest = sqlite3.connect(str(partial), isolation_level=None)
+            try:
+                self.conn.backup(dest)
+                dest.execute("PRAGMA journal_mode=DELETE")
+                problems = [r[0] for r in dest.execute("PRAGMA integrity_check")]
+                if problems != ["ok"]:
+                    raise StorageUnavailable(f"backup {target}: the copy fails integrity_check: {'; '.join(problems[:5])}")
+            finally:
+                dest.close()
+            partial.replace(target)
+            return target.stat().st_size
+
+        try:
+            return self.call(run)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+
+    def integrity_check(self) -> list[str]:
+        """PRAGMA integrity_check: ['ok'] for a sound database, else the problems found."""
+        return self.call(lambda: [r[0] for r in self.conn.execute("PRAGMA integrity_check")])
+
+    def prune_raw(self, days: int, now: datetime | None = None) -> int:
+        """Retention: clear the raw bytes of spool rows whose ticket has been closed for more than `days` days.
+
+        Keeps the row, its sha256 and size, marks `raw_pruned_at` and records a `raw_pruned` event on the
+        ticket. Open (new, open, pending, solved) tickets, quarantined and still-spooled rows are never
+        touched. Returns how many rows were cleared.
+        """
+        if days <= 0:
+            return 0
+        at = now or utcnow()
+        cutoff = iso(at - timedelta(days=days))
+
+        def run(tx: Tx) -> int:
+            rows = tx.conn.execute(
+                "SELECT s.id, s.ticket_number FROM spool s JOIN tickets t ON t.number = s.ticket_number"
+                " WHERE t.status = 'closed' AND t.closed_at IS NOT NULL AND t.closed_at <= ?"
+                " AND s.state IN ('done', 'duplicate') AND s.raw_pruned_at IS NULL", (cutoff,)).fetchall()
+            per_ticket: dict[int, int] = {}
+            for r in rows:
+                tx.conn.execute("UPDATE spool SET raw = X'', raw_pruned_at = ? WHERE id = ?", (iso(at), r[0]))
+                per_ticket[r[1]] = per_ticket.get(r[1], 0) + 1
+            for number, count in per_ticket.items():
+                tx.event(number, "raw_pruned", f"{count} raw message(s) cleared by retention"
+                         f" ({days} days after close); sha256 and size kept", at=at)
+            return len(rows)
+
+        return self.transaction(run)
+
+
+def _db_bytes(path: str) -> int:
+    return sum(Path(path + suffix).stat().st_size for suffix in ("", "-wal") if Path(path + suffix).exists())
+
+
+def probe(path: str | Path) -> str:
+    """For `mailgate check`: open an existing database without migrating it and take (then release) the write lock.
+
+    Returns a one-line description; raises StorageUnavailable saying what is wrong.
+    """
+    path = Path(path)
+    if not path.exists():
+        folder = path.parent
+        if not folder.is_dir():
+            raise StorageUnavailable(f"{path}: the folder {folder} does not exist")
+        probe_file = folder / f".mailgate-check-{secrets.token_hex(4)}"
+        try:
+            probe_file.write_bytes(b"")
+            probe_file.unlink()
+        except OSError as exc:
+            raise StorageUnavailable(f"{path}: cannot create files in {folder}: {exc.strerror}") from None
+        return f"{path}: not created yet; {folder} is writable"
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None, timeout=2.0)
+    except sqlite3.Error as exc:
+        raise StorageUnavailable(f"{path}: cannot open for writing: {exc}") from None
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name IN ('spool', 'migrations')")]
+        if "spool" not in names:
+            return f"{path}: writable ({mode}); not a mailgate database yet (tables are created on first start)"
+        counts = dict(conn.execute("SELECT state, count(*) FROM spool GROUP BY state").fetchall())
+        tickets = conn.execute("SELECT count(*) FROM tickets").fetchone()[0]
+        return (f"{path}: writable ({mode}); {tickets} tickets; spool: "
+                + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "empty"))
+    except sqlite3.Error as exc:
+        raise StorageUnavailable(f"{path}: {exc}") from None
+    finally:
+        conn.close()
 
 
 # ---------------------------------------------------------------------------------------------
