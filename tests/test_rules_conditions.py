@@ -278,7 +278,7 @@ def test_catastrophic_regex_is_stopped_in_time_and_reported() -> None:
     assert decision.hits == ()
     (line,) = decision.trace[0].conditions
     assert line.held is False and line.timed_out
-    assert "ran longer than 0.05s" in line.why and "counted as not matched" in line.why
+    assert "ran longer than 0.05s and was stopped" in line.why and "counted as not matched" in line.why
     assert decision.warnings == ("regex '(a|aa)+$' on body timed out after 0.05s; counted as not matched",)
 
 
@@ -292,3 +292,17 @@ def test_regex_guard_does_not_block_later_rules() -> None:
     decision = decide(replace(ruleset, regex_timeout=0.02), make_mail(body="a" * 5000 + "!"), ctx(),
                       InMemoryRoutingState())
     assert [h.rule for h in decision.hits] == ["next"]
+
+
+def test_regex_time_budget_per_mail_bounds_many_slow_rules() -> None:
+    slow = [{"name": f"slow {i}", "when": {"body": {"matches": f"(a|aa)+${i}"}}, "then": {"tags": ["x"]}}
+            for i in range(40)]
+    ruleset, _ = check_ruleset_text(yaml.safe_dump({"rules": slow}))
+    assert ruleset is not None
+    started = time.monotonic()
+    decision = decide(replace(ruleset, regex_timeout=0.05), make_mail(body="a" * 5000 + "!"), ctx(),
+                      InMemoryRoutingState())
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5  # 5 time-outs of 0.05s, then the remaining 35 are not run (40 x 0.05s = 2s otherwise)
+    assert len(decision.warnings) == 5
+    assert all(t.conditions[0].timed_out for t in decision.trace)

@@ -213,3 +213,11 @@ def test_sla_policy_problems_come_from_the_sla_parser_with_their_location() -> N
     assert ruleset is None
     assert len(problems) == 1
     assert str(problems[0]).startswith("t.yaml:1:34: ack_within must be a positive number of minutes")
+
+
+def test_summary_uses_singulars() -> None:
+    ruleset, problems = check_ruleset_text(
+        "teams: {t: {members: [a]}}\nagents: {a: {addresses: a@example.com, away: true}}\n"
+        "sla_policies: {std: {ack_within: 10}}\nrules:\n  - name: r\n    then: {team: t}\n")
+    assert problems == [] and ruleset is not None
+    assert summary(ruleset) == "1 rule, 1 team, 1 agent, 1 SLA policy (1 away)"

@@ -18,6 +18,7 @@ OPERATORS = ("equals", "contains", "startswith", "endswith", "matches", "in")
 _NEGATED = {"equals": "does not equal", "contains": "does not contain", "startswith": "does not start with",
             "endswith": "does not end with", "matches": "does not match", "in": "is not in"}
 _SHOW = 60  # longest value shown in a trace line
+MAX_TIMEOUTS = 5  # after this many regex time-outs on one mail, further `matches` count as not matched unrun
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,9 @@ def _text(test: TextTest, facts: Facts, out: list[ConditionTrace] | None, depth:
             ok = value in test.values
         else:  # matches: search the value as written; the pattern carries the case flag
             original = facts.raw(test.field, test.header)[i]
+            if len(facts.timeouts) >= MAX_TIMEOUTS:  # the mail's regex budget is spent: no more slow searches
+                ok, timed_out = False, True
+                break
             try:
                 ok = test.pattern.search(original, timeout=facts.regex_timeout) is not None
             except TimeoutError:
@@ -302,8 +306,8 @@ def _why_text(test: TextTest, facts: Facts, hit: str | None, timed_out: bool) ->
     if hit is not None:
         return f"{label} is {_show(hit)}" if test.field != "body" else f"found in the body ({len(hit)} characters)"
     if timed_out:
-        return (f"the regular expression ran longer than {facts.regex_timeout:g}s and was stopped; "
-                "counted as not matched")
+        return (f"the regular expression ran longer than {facts.regex_timeout:g}s and was stopped (or earlier ones "
+                f"used up this mail's budget of {MAX_TIMEOUTS} time-outs); counted as not matched")
     if not raw:
         return {"header": f"no {test.header} header", "from": "no From address", "from_domain": "no From address",
                 "to": "no recipients", "cc": "no Cc", "attachment_name": "no attachments",
