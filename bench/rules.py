@@ -52,7 +52,7 @@ def rule_text(i: int) -> str:
         f"header: {{name: X-Ticket-Ref, equals: \"R{i}\"}}",
         f"all: [{{to: team{i}@example.com}}, {{has_attachment: true}}]",
         f"any: [{{subject: {{startswith: \"[ext-{i}]\"}}}}, {{body: {{contains: \"account {i} closed\"}}}}]",
-        f"not: {{from_domain: {{endswith: customer.example}}}}",
+        f"not: {{any: [{{from_domain: customer.example}}, {{to: desk{i}@example.com}}]}}",
         f"size: {{gt: {i + 1}MB}}",
         f"attachment_name: {{endswith: \".invoice{i}.pdf\"}}",
     ][shape]
