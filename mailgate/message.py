@@ -136,7 +136,7 @@ MAX_HEADER_BYTES = 256 * 1024  # bytes of one header block that are read
 # Labels whose real-world use is a superset encoding (as browsers treat them, WHATWG Encoding).
 _SUPERSETS = {
     "gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "euc-cn": "gb18030", "cp936": "gb18030",
-    "iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252",
+    "iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252",
     "iso-8859-9": "cp1254", "tis-620": "cp874", "iso-8859-11": "cp874", "windows-874": "cp874",
     "ks_c_5601-1987": "cp949", "euc-kr": "cp949", "ks_c_5601": "cp949",
     "shift_jis": "cp932", "shift-jis": "cp932", "sjis": "cp932", "x-sjis": "cp932", "windows-31j": "cp932",
@@ -349,11 +349,13 @@ def sanitize_filename(name: str | None, fallback: str = "attachment") -> str:
 
 
 class _TextMaker(HTMLParser):
-    """HTML -> readable text: block elements break lines, lists get bullets, script/style/head are dropped."""
+    """HTML -> readable text: paragraphs and lists are set off by a blank line, rows, items and <br> by a
+    line break, list items get "* ", script/style/head are dropped, <pre> keeps its spacing."""
 
-    BLOCKS = frozenset(
-        "address article aside blockquote center dd div dl dt fieldset figcaption figure footer form h1 h2 h3 "
-        "h4 h5 h6 header hr li main nav ol p pre section table tbody thead tfoot tr ul".split()
+    PARAGRAPHS = frozenset("blockquote dl h1 h2 h3 h4 h5 h6 hr ol p pre table ul".split())
+    LINES = frozenset(
+        "address article aside center dd div dt fieldset figcaption figure footer form header li main nav "
+        "section tbody tfoot thead tr".split()
     )
     HIDDEN = frozenset({"script", "style", "head", "title", "template", "noscript"})
 
@@ -362,23 +364,35 @@ class _TextMaker(HTMLParser):
         self.out: list[str] = []
         self.hidden = 0
         self.pre = 0
+        self.newlines = 1  # trailing line breaks already written (1 at the start: no leading break)
+
+    def _break(self, count: int) -> None:
+        if self.newlines < count:
+            self.out.append("\n" * (count - self.newlines))
+            self.newlines = count
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in self.HIDDEN:
             self.hidden += 1
+        elif self.hidden:
+            return
         elif tag == "br":
             self.out.append("\n")
-        elif tag in self.BLOCKS:
-            self.out.append("\n")
+            self.newlines += 1
+        elif tag in self.PARAGRAPHS:
+            self._break(2)
+            self.pre += tag == "pre"
+        elif tag in self.LINES:
+            self._break(1)
             if tag == "li":
                 self.out.append("* ")
-            self.pre += tag == "pre"
+                self.newlines = 0
         elif tag in ("td", "th"):
-            self.out.append(" ")
+            self.handle_data(" ")
         elif tag == "img":
             alt = dict(attrs).get("alt")
             if alt:
-                self.out.append(f" {alt} ")
+                self.handle_data(f" {alt} ")
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag not in self.HIDDEN:
@@ -387,14 +401,25 @@ class _TextMaker(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in self.HIDDEN:
             self.hidden = max(0, self.hidden - 1)
-        elif tag in self.BLOCKS:
-            self.out.append("\n")
+        elif self.hidden:
+            return
+        elif tag in self.PARAGRAPHS:
+            self._break(2)
             self.pre = max(0, self.pre - (tag == "pre"))
+        elif tag in self.LINES:
+            self._break(1)
 
     def handle_data(self, data: str) -> None:
         if self.hidden:
             return
-        self.out.append(data if self.pre else re.sub(r"[ \t\r\n\f]+", " ", data))
+        text = data if self.pre else re.sub(r"[ \t\r\n\f\xa0]+", " ", data)
+        if self.newlines and not self.pre:
+            text = text.lstrip(" ")
+        if not text:
+            return
+        self.out.append(text)
+        stripped = text.rstrip("\n")
+        self.newlines = len(text) - len(stripped) if stripped else self.newlines + len(text)
 
 
 def html_to_text(html: str) -> str:
@@ -405,7 +430,7 @@ def html_to_text(html: str) -> str:
         maker.close()
     except Exception:  # noqa: BLE001 - HTMLParser on hostile input; fall back to tag stripping
         return " ".join(_html.unescape(re.sub(r"<[^>]*>", " ", html)).split())
-    lines = [" ".join(line.replace("\xa0", " ").split()) for line in "".join(maker.out).splitlines()]
+    lines = [line.rstrip() for line in "".join(maker.out).replace("\xa0", " ").splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
@@ -617,8 +642,9 @@ def _base64(data: bytes, defects: list[str], what: str) -> bytes:
         pass
     clean = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
     defects.append(f"{what}: base64 data is damaged (bad padding or a stray final character); read what was whole")
+    clean = clean[:-1] if len(clean) % 4 == 1 else clean + b"=" * (-len(clean) % 4)
     try:
-        return binascii.a2b_base64(clean[: len(clean) - len(clean) % 4])
+        return binascii.a2b_base64(clean)
     except binascii.Error:
         return b""
 
@@ -914,6 +940,9 @@ def parse(raw: bytes) -> Mail:
         )
 
 
+_TEXT_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")  # control characters but \t \n \f \r
+
+
 def _parse(raw: bytes) -> Mail:
     defects: list[str] = []
     if not raw.strip():
@@ -938,8 +967,9 @@ def _parse(raw: bytes) -> Mail:
 
     mids = _ids(_clean_line(first("Message-ID") or ""))
     body = _walk(root, fallbacks, defects)
-    html = "\n".join(body.htmls) if body.htmls else None
-    text = "\n\n".join(t.strip("\r\n") for t in body.texts if t.strip())
+    html = body.htmls[0].replace("\x00", "") if body.htmls else None
+    text = _TEXT_CONTROL_RE.sub("", "\n\n".join(t.strip("\r\n") for t in body.texts if t.strip()))
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
 
     return Mail(
         message_id=mids[0] if mids else _synthetic_id(raw),
