@@ -183,7 +183,8 @@ class Composer:
             maintype, _, subtype = ctype.partition("/")
             msg.add_attachment(data, maintype=maintype or "application", subtype=subtype or "octet-stream", filename=filename)
         rcpt = tuple(dict.fromkeys(p.addr for p in list(to) + list(cc or [])))
-        return Outbound(kind=kind, message_id=message_id, mail_from=envelope_from, rcpt_to=rcpt, raw=bytes(msg),
+        return Outbound(kind=kind, message_id=message_id, mail_from=envelope_from, rcpt_to=rcpt,
+                        raw=msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")),  # SMTP lines end in CRLF
                         ticket_number=ticket_number)
 
 
