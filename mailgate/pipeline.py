@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from . import agents
+from . import agents, slatrack
 from .filing import FilingContext, queue_outbound, sender_name as _name, store_inbound
 from .compose import Composer, Outbound, Party, Threading, tagged_subject
 from .config import Config
@@ -79,7 +79,7 @@ class Pipeline:
             message_id = mail.message_id
             verdict = screen(mail, entry.inbound, self.own_addresses, self.config.trusted_authserv_id)
             runtime = self.runtime()
-            outcome = self.store.transaction(lambda tx: self._file(tx, entry, mail, verdict, runtime))
+            outcome = self.store.transaction(lambda tx: self._file(tx, entry, mail, verdict, runtime), durable=False)
         except StorageUnavailable:
             raise
         except Exception as exc:
@@ -119,7 +119,7 @@ class Pipeline:
                                      is_agent=rt.ruleset.is_agent)
         linked = link(mail, entry.inbound, tx, settings)
 
-        if rt.ruleset.is_agent(mail.sender) and linked.ticket_number is not None and linked.evidence in ("references", "reply_token"):
+        if rt.ruleset.is_agent(mail.sender) and linked.ticket_number is not None and linked.evidence in ("references", "reply_token", "subject_tag"):
             filed = agents.file_agent_reply(self._context(tx, entry, mail, verdict, rt), linked)
             tx.set_spool_state(sid, "done", message_id=mail.message_id, ticket_number=linked.ticket_number)
             return Outcome(sid, filed.state, mail.message_id, linked.ticket_number, filed.detail)
@@ -179,9 +179,8 @@ class Pipeline:
             tx.event(number, "assigned", f"team={decision.team or '-'} agent={assignee or '-'}")
 
         policy = rt.ruleset.sla_policies.get(decision.sla_policy or "") if decision.sla_policy else None
-        ack_minutes = policy.ack_within if policy and policy.ack_within else 15
-        ack_due = entry.inbound.received_at + timedelta(minutes=ack_minutes)
-        tx.update_ticket(number, ack_due_at=ack_due)
+        ack_due = slatrack.record_and_recompute(tx, number, "created", min(entry.inbound.received_at, now), decision.priority,
+                                                ruleset=rt.ruleset, now=now).ack_due or now
 
         acknowledged = False
         if decision.ack_template and self._may_auto_reply(tx, number, customer, verdict, mail):
@@ -193,6 +192,8 @@ class Pipeline:
             acknowledged = True
         elif not decision.ack_template:
             tx.event(number, "ack_skipped", "rules say no acknowledgement")
+        if not acknowledged:
+            slatrack.record_and_recompute(tx, number, "ack_skipped", now, ruleset=rt.ruleset)
 
         for fwd in decision.forward_to:
             self._queue_forward(tx, number, entry, mail, fwd)
@@ -230,6 +231,8 @@ class Pipeline:
             changes["tags"] = tuple(ticket.tags) + tuple(decision.tags)
         if changes:
             tx.update_ticket(number, **changes)  # type: ignore[arg-type]
+        slatrack.ticket_changed(tx, number, before=ticket, changes=changes, at=ctx.now, ruleset=rt.ruleset,
+                                message="customer_message")
         for fwd in decision.forward_to:
             self._queue_forward(tx, number, entry, mail, fwd)
         agents.notify_agents(ctx, number, "Customer replied", decision)

@@ -214,6 +214,24 @@ def m003_spool_raw_pruned(db: sqlite_utils.Database) -> None:
     db["spool"].add_column("raw_pruned_at", str)
 
 
+@migration
+def m004_sla_clocks(db: sqlite_utils.Database) -> None:
+    """SLA tracking (mailgate.slatrack): clock history, per-target clocks, fired alarms, deadlines on the ticket."""
+    db["sla_events"].create({"id": int, "ticket_number": int, "at": str, "kind": str, "value": str},
+                            pk="id", not_null=["ticket_number", "at", "kind"])
+    db["sla_events"].create_index(["ticket_number"])
+    db["sla_clocks"].create({"ticket_number": int, "key": str, "target": str, "started_at": str, "minutes": int,
+                             "due_at": str, "met_at": str}, pk=("ticket_number", "key"))
+    db["sla_clocks"].create_index(["target", "due_at"])
+    db["sla_alarms"].create({"ticket_number": int, "clock": str, "kind": str, "target": str, "due_at": str,
+                             "fired_at": str, "met_at": str, "mailed_to": str}, pk=("ticket_number", "clock", "kind"))
+    db["sla_alarms"].create_index(["kind", "due_at"])
+    for column in ("sla_started_at", "next_response_due_at", "ack_met_at", "first_response_met_at", "resolved_at",
+                   "next_alarm_at", "sla_clock"):
+        db["tickets"].add_column(column, str)
+    db["tickets"].create_index(["next_alarm_at"])
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -227,6 +245,7 @@ class Store:
         self._thread_id: int | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._durable = True
         try:
             self.call(self._open)
         except BaseException:
@@ -319,8 +338,11 @@ class Store:
             self.conn.execute("ROLLBACK")
             raise
 
-    def _transaction(self, fn: Callable[["Tx"], T]) -> T:
+    def _transaction(self, fn: Callable[["Tx"], T], durable: bool = True) -> T:
         conn = self.conn
+        if durable != self._durable:
+            conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(Tx(conn))
@@ -331,9 +353,14 @@ class Store:
                 conn.execute("ROLLBACK")
             raise
 
-    def transaction(self, fn: Callable[["Tx"], T]) -> T:
-        """Run fn(tx) in one BEGIN IMMEDIATE transaction on the writer thread: all of it commits or none."""
-        return self.call(self._transaction, fn)
+    def transaction(self, fn: Callable[["Tx"], T], durable: bool = True) -> T:
+        """Run fn(tx) in one BEGIN IMMEDIATE transaction on the writer thread: all of it commits or none.
+
+        durable=False commits without waiting for fsync (WAL, synchronous=NORMAL): still atomic and consistent,
+        and made durable by the next durable commit. Use it only for work that is redone when lost — filing a
+        spooled message (the row stays 'spooled' and is filed again) or recording a send (at worst a resend).
+        """
+        return self.call(self._transaction, fn, durable)
 
     # -- spool ----------------------------------------------------------------------------------
 
@@ -423,9 +450,10 @@ class Store:
                 if row["kind"] == "ack":
                     tx.conn.execute("UPDATE tickets SET acknowledged_at=coalesce(acknowledged_at, ?) WHERE number=?",
                                     (iso(at), row["ticket_number"]))
+                    tx.sla_acknowledged(row["ticket_number"], at)
                 tx.event(row["ticket_number"], f"{row['kind']}_sent", f"to {', '.join(json.loads(row['rcpt_to']))}", at=at)
 
-        self.transaction(run)
+        self.transaction(run, durable=False)
 
     def mark_retry(self, item_id: int, error: str, next_at: datetime, give_up: bool) -> None:
         def run(tx: Tx) -> None:
@@ -440,6 +468,85 @@ class Store:
 
     def outbox_counts(self) -> dict[str, int]:
         return self.call(lambda: {r[0]: r[1] for r in self.conn.execute("SELECT state, count(*) FROM outbox GROUP BY state")})
+
+    # -- SLA timer, reports and metrics (read side; mailgate.slatrack / report / metrics) --------
+
+    def sla_due_tickets(self, now: datetime, limit: int = 200) -> list[int]:
+        """Tickets whose next SLA alarm (or pending recompute) is due at `now`, earliest first."""
+        return self.call(lambda: [r[0] for r in self.conn.execute(
+            "SELECT number FROM tickets WHERE next_alarm_at IS NOT NULL AND next_alarm_at <= ?"
+            " ORDER BY next_alarm_at, number LIMIT ?", (iso(now), limit))])
+
+    def sla_next_alarm(self) -> datetime | None:
+        """The earliest next_alarm_at of any ticket (when the SLA timer must look again)."""
+        return self.call(lambda: parse_iso(self.conn.execute("SELECT min(next_alarm_at) FROM tickets").fetchone()[0]))
+
+    def report_tickets(self, since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
+        """Tickets opened in [since, until) with their SLA milestones and first ack sent_at (None = unbounded)."""
+        return self.call(lambda: [dict(r) for r in self.conn.execute(
+            "SELECT t.number, t.status, t.priority, t.team, t.assignee, t.sla_policy, t.created_at,"
+            " coalesce(t.sla_started_at, t.created_at) AS started_at, t.ack_met_at, t.first_response_met_at,"
+            " t.resolved_at, (SELECT min(o.sent_at) FROM outbox o WHERE o.ticket_number = t.number AND o.kind = 'ack'"
+            " AND o.sent_at IS NOT NULL) AS ack_sent_at FROM tickets t"
+            " WHERE t.created_at >= coalesce(?, '') AND t.created_at < coalesce(?, '9999') ORDER BY t.number",
+            (iso(since), iso(until)))])
+
+    def report_resolved(self, since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
+        """Tickets whose current resolution (solved or closed) falls in [since, until)."""
+        return self.call(lambda: [dict(r) for r in self.conn.execute(
+            "SELECT number, team, assignee, sla_policy, resolved_at FROM tickets WHERE resolved_at IS NOT NULL"
+            " AND resolved_at >= coalesce(?, '') AND resolved_at < coalesce(?, '9999') ORDER BY number",
+            (iso(since), iso(until)))])
+
+    def report_clocks(self, since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
+        """The SLA clocks (target, due, met) of tickets opened in [since, until)."""
+        return self.call(lambda: [dict(r) for r in self.conn.execute(
+            "SELECT c.ticket_number, c.key, c.target, c.due_at, c.met_at FROM sla_clocks c"
+            " JOIN tickets t ON t.number = c.ticket_number"
+            " WHERE t.created_at >= coalesce(?, '') AND t.created_at < coalesce(?, '9999') ORDER BY c.ticket_number, c.key",
+            (iso(since), iso(until)))])
+
+    def report_alarms(self, since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
+        """Fired SLA warnings and breaches of tickets opened in [since, until)."""
+        return self.call(lambda: [dict(r) for r in self.conn.execute(
+            "SELECT a.ticket_number, a.clock, a.kind, a.target, a.due_at, a.fired_at, a.met_at FROM sla_alarms a"
+            " JOIN tickets t ON t.number = a.ticket_number"
+            " WHERE t.created_at >= coalesce(?, '') AND t.created_at < coalesce(?, '9999') ORDER BY a.ticket_number",
+            (iso(since), iso(until)))])
+
+    def report_backlog(self) -> list[dict[str, Any]]:
+        """Tickets not solved or closed right now."""
+        return self.call(lambda: [dict(r) for r in self.conn.execute(
+            "SELECT number, status, team, assignee, sla_policy, created_at FROM tickets"
+            " WHERE status NOT IN ('solved', 'closed') ORDER BY number")])
+
+    def metrics_snapshot(self, now: datetime, latency_buckets: Sequence[float]) -> dict[str, Any]:
+        """Counts for the Prometheus endpoint, read in one go: spool by source/state, tickets, acks and their
+        latency buckets (seconds, cumulative), outbox depth and oldest age, fired SLA alarms, delivery errors."""
+
+        def run() -> dict[str, Any]:
+            c = self.conn
+            latency = ("(julianday(o.sent_at) - julianday(coalesce(t.sla_started_at, t.created_at))) * 86400.0")
+            acks = (f" FROM outbox o JOIN tickets t ON t.number = o.ticket_number WHERE o.kind = 'ack' AND o.state = 'sent'")
+            buckets = [c.execute(f"SELECT count(*) {acks} AND {latency} <= ?", (b,)).fetchone()[0] for b in latency_buckets]
+            count, total = c.execute(f"SELECT count(*), coalesce(sum(max({latency}, 0)), 0) {acks}").fetchone()
+            oldest = c.execute("SELECT min(created_at) FROM outbox WHERE state = 'queued'").fetchone()[0]
+            return {
+                "received": [(r[0], r[1], r[2]) for r in c.execute("SELECT source, state, count(*) FROM spool GROUP BY 1, 2")],
+                "tickets": c.execute("SELECT count(*) FROM tickets").fetchone()[0],
+                "tickets_by_status": [(r[0], r[1]) for r in c.execute("SELECT status, count(*) FROM tickets GROUP BY 1")],
+                "sent": [(r[0], r[1]) for r in c.execute("SELECT kind, count(*) FROM outbox WHERE state = 'sent' GROUP BY 1")],
+                "ack_latency": (buckets, count, total),
+                "outbox_depth": c.execute("SELECT count(*) FROM outbox WHERE state = 'queued'").fetchone()[0],
+                "outbox_failed": c.execute("SELECT count(*) FROM outbox WHERE state = 'failed'").fetchone()[0],
+                "outbox_oldest_age": (now - parse_iso(oldest)).total_seconds() if oldest else 0.0,
+                "alarms": [(r[0], r[1], r[2]) for r in c.execute(
+                    "SELECT kind, target, count(*) FROM sla_alarms GROUP BY 1, 2")],
+                "delivery_errors": c.execute("SELECT count(*) FROM events WHERE kind LIKE '%\\_deferred' ESCAPE '\\'"
+                                             " OR kind LIKE '%\\_failed' ESCAPE '\\'").fetchone()[0],
+            }
+
+        return self.call(run)
 
     # -- reading tickets (CLI) --------------------------------------------------------------------
 
@@ -795,6 +902,55 @@ class Tx:
             if r[0] in counts:
                 counts[r[0]] = r[1]
         return counts
+
+    # SLA clocks: what the rows mean is mailgate.slatrack's business; these only read and write them
+    def sla_event(self, number: int, kind: str, at: datetime, value: str | None = None) -> None:
+        self.conn.execute("INSERT INTO sla_events (ticket_number, at, kind, value) VALUES (?, ?, ?, ?)",
+                          (number, iso(at), kind, value))
+
+    def sla_events(self, number: int) -> list[tuple[datetime, str, str | None]]:
+        """(at, kind, value) of a ticket's clock history in the order recorded."""
+        return [(parse_iso(r[0]), r[1], r[2]) for r in self.conn.execute(  # type: ignore[misc]
+            "SELECT at, kind, value FROM sla_events WHERE ticket_number=? ORDER BY id", (number,))]
+
+    def sla_acknowledged(self, number: int, at: datetime) -> None:
+        """The ack mail went out at `at`: record it, mark the ack met, and have the SLA timer recompute the ticket."""
+        self.sla_event(number, "acknowledged", at)
+        self.conn.execute("UPDATE tickets SET ack_met_at=coalesce(ack_met_at, ?),"
+                          " next_alarm_at=min(coalesce(next_alarm_at, ?), ?) WHERE number=?", (iso(at), iso(at), iso(at), number))
+        self.conn.execute("UPDATE sla_clocks SET met_at=coalesce(met_at, ?) WHERE ticket_number=? AND key='ack'",
+                          (iso(at), number))
+
+    def sla_save(self, number: int, columns: dict[str, datetime | str | None],
+                 clocks: Sequence[tuple[str, str, datetime, int, datetime | None, datetime | None]] | None = None) -> None:
+        """Store a ticket's recomputed deadlines: ticket columns, and (unless None) its clocks (key, target, started,
+        minutes, due, met), replacing the stored ones."""
+        allowed = {"ack_due_at", "first_response_due_at", "resolution_due_at", "next_response_due_at", "sla_started_at",
+                   "ack_met_at", "first_response_met_at", "resolved_at", "next_alarm_at", "sla_clock"}
+        if set(columns) - allowed:
+            raise ValueError(f"not SLA columns: {sorted(set(columns) - allowed)}")
+        values = [iso(v) if isinstance(v, datetime) else v for v in columns.values()]
+        sets = ", ".join(f"{k}=?" for k in columns)
+        self.conn.execute(f"UPDATE tickets SET {sets} WHERE number=?", (*values, number))
+        if clocks is None:
+            return
+        self.conn.execute("DELETE FROM sla_clocks WHERE ticket_number=?", (number,))
+        self.conn.executemany(
+            "INSERT INTO sla_clocks (ticket_number, key, target, started_at, minutes, due_at, met_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(number, key, target, iso(start), minutes, iso(due), iso(met)) for key, target, start, minutes, due, met in clocks])
+
+    def sla_fired(self, number: int) -> set[tuple[str, str]]:
+        """(clock key, kind) of every SLA alarm already fired for a ticket."""
+        return {(r[0], r[1]) for r in self.conn.execute("SELECT clock, kind FROM sla_alarms WHERE ticket_number=?", (number,))}
+
+    def sla_fire(self, number: int, *, clock: str, kind: str, target: str, due_at: datetime, met_at: datetime | None,
+                 at: datetime, mailed_to: Sequence[str]) -> bool:
+        """Record an alarm as fired; False (and nothing written) when it had fired before."""
+        cur = self.conn.execute(
+            "INSERT INTO sla_alarms (ticket_number, clock, kind, target, due_at, fired_at, met_at, mailed_to)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (number, clock, kind, target, iso(due_at), iso(at), iso(met_at), json.dumps(list(mailed_to))))
+        return cur.rowcount > 0
 
 
 def _ticket(r: sqlite3.Row) -> Ticket:
