@@ -111,6 +111,14 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The optional Prometheus listener (text format at /metrics); off unless a port is given."""
+
+    host: str = setting("127.0.0.1", "address the metrics listener binds to")
+    port: int = setting(0, "port for http://host:port/metrics; 0: no metrics listener")
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything `mailgate serve` needs to know about where and how it runs."""
 
@@ -120,6 +128,7 @@ class Config:
     support_name: str = setting("Support", "display name on mail we send")
     subject_tag: str = setting("Support", "the word in subject tags like [Support #12]")
     secret: str = setting("", "HMAC secret for reply tokens; empty: one is generated and kept in the database", secret=True)
+    secret_file: str = setting("", "file holding the reply-token secret (first line), instead of `secret`")
     rules: str = setting("rules.yaml", "routing rules file (missing file: built-in defaults)")
     templates: str = setting("templates", "template folder (missing: built-in templates)")
     maildir: str = setting("outbox-maildir", "Maildir for outgoing mail when no relay host is set")
@@ -131,6 +140,7 @@ class Config:
     imap: tuple[ImapAccount, ...] = setting((), "IMAP accounts to fetch from")
     autoreply: AutoReplyConfig = setting(AutoReplyConfig(), "limits on automatic mail")
     retention: RetentionConfig = setting(RetentionConfig(), "raw message retention (`mailgate db prune`; the daemon runs it daily)")
+    metrics: MetricsConfig = setting(MetricsConfig(), "Prometheus metrics listener")
     source: str = setting("<embedded defaults>", "where this configuration was read from", internal=True)
     base_dir: str = setting(".", "folder relative paths are resolved against", internal=True)
 
@@ -266,6 +276,13 @@ def _check(config: Config, data: dict, problems: list[Problem], path: str) -> No
             problems.append(Problem(value_where(data, "imap"), f"IMAP account {acct.label!r}: host is required"))
         if not (acct.password or acct.password_file or acct.oauth2_token_command):
             problems.append(Problem(value_where(data, "imap"), f"IMAP account {acct.label!r}: give password, password_file or oauth2_token_command"))
+
+
+def reply_token_secret(config: Config) -> str:
+    """The configured reply-token secret ('' when none is configured: the store then keeps a generated one)."""
+    if config.secret:
+        return config.secret
+    return read_secret_file(config, config.secret_file, "secret_file") if config.secret_file else ""
 
 
 def read_secret_file(config: Config, value: str, what: str) -> str:
