@@ -23,7 +23,6 @@ from .compose import Party, Threading, tagged_subject
 from .filing import FilingContext, queue_outbound, sender_name, store_inbound
 from .message import Mail, parse
 from .rules import Agent, Decision
-from .sla import ClockEvent, compute_deadlines
 from .store import Ticket
 from .threader import Link, base_address, reply_address
 
@@ -81,21 +80,9 @@ def _people(ctx: FilingContext, ticket: Ticket, exclude: str = "") -> list[Agent
 
 
 def _sla_due(ctx: FilingContext, ticket: Ticket) -> str:
-    """The ticket's next SLA deadline: as stored, else computed from its policy (first response, then resolution)."""
+    """The ticket's next SLA deadline as slatrack stored it (unmet first response, else resolution), or ""."""
     stored = ctx.tx.ticket_due(ticket.number)
-    if stored:
-        return _when(datetime.fromisoformat(stored))
-    policy = ctx.ruleset.sla_policies.get(ticket.sla_policy or "")
-    if policy is None:
-        return ""
-    try:
-        deadlines = compute_deadlines(policy, [ClockEvent(ticket.created_at, "created", ticket.priority)],
-                                      max(ctx.now, ticket.created_at))
-    except ValueError:
-        return ""
-    if ctx.tx.first_response_at(ticket.number) is None and deadlines.first_response_due:
-        return _when(deadlines.first_response_due) + " (first response)"
-    return _when(deadlines.resolution_due) + " (resolution)" if deadlines.resolution_due else ""
+    return _when(datetime.fromisoformat(stored)) if stored else ""
 
 
 def _when(dt: datetime) -> str:

@@ -256,8 +256,7 @@ def test_notification_thunderbird_reply_relay_and_customer_answer(daemon, smtp_s
     row = ticket_row(d)
     assert row["first_response_at"] and row["status"] == "open"
     first_response = row["first_response_at"]
-    assert kinds(d) == ["customer", "ack", "notification", "agent_reply", "relay"] or \
-        sorted(kinds(d)) == sorted(["customer", "ack", "notification", "agent_reply", "relay"])
+    assert kinds(d) == ["customer", "ack", "notification", "agent_reply", "relay"]
     stored = d.store.query("SELECT stripped_text FROM messages WHERE message_id='tb1@staff.test'")[0]["stripped_text"]
     assert "technician" in stored and "wrote:" not in stored
 
@@ -269,6 +268,7 @@ def test_notification_thunderbird_reply_relay_and_customer_answer(daemon, smtp_s
     assert len(d.store.tickets()) == 1
     second = sent(d, smtp_sink, "notification", "alice@staff.test", n=2)[-1]
     assert "Customer replied" in text_of(second) and "Unplugged. Thanks!" in text_of(second)
+    assert "technician is on the way" not in text_of(second)  # the quoted relay is not repeated
     assert second["In-Reply-To"] == "<c2@client.test>"
 
     # The colleague on Cc answers too: same ticket, and the colleague never becomes the customer.
@@ -286,7 +286,7 @@ def test_notification_thunderbird_reply_relay_and_customer_answer(daemon, smtp_s
     relay2 = sent(d, smtp_sink, "relay", n=2)[-1]
     assert [a.addr_spec for a in relay2["To"].addresses] == [CUSTOMER]
     assert [a.addr_spec for a in relay2["Cc"].addresses] == [COLLEAGUE]
-    assert relay2["In-Reply-To"] == "<cc1@client.test>" or relay2["In-Reply-To"] == "<c2@client.test>"
+    assert relay2["In-Reply-To"] == "<cc1@client.test>"  # the latest mail from the customer's side
     assert ticket_row(d)["first_response_at"] == first_response
     # Bob (same team, not assigned) never heard of it; no agent ever got a relay.
     assert not arrived(d, smtp_sink, "notification", "bob@staff.test")
@@ -372,8 +372,8 @@ def test_each_command(daemon, smtp_sink: SmtpSink) -> None:
     reply("#tag wiring\nWe will also check the wiring.", "k3@staff.test")
     relays = sent(d, smtp_sink, "relay", n=2)
     assert "We will also check the wiring." in text_of(relays[-1])
-    assert all("same fire last month" not in m.as_string() for m in smtp_sink.messages if CUSTOMER in str(m.message["To"])
-               for m in [m.message])
+    assert not [c for c in smtp_sink.messages if CUSTOMER in c.rcpt_to and "same fire last month" in c.message.as_string()]
+    assert not [m for m in arrived(d, smtp_sink, "relay") if "same fire last month" in text_of(m)]
     assert json.loads(ticket_row(d)["tags"]) == ["hardware", "wiring"]
     shown = json.loads(run_cli("--config", str(d.config_path), "tickets", "show", "1", "--json").stdout)
     notes = [m for m in shown["messages"] if m["kind"] == "agent_note"]
@@ -444,7 +444,7 @@ def test_forged_agent_mail_is_never_relayed(daemon, smtp_sink: SmtpSink) -> None
                      body="#close\nYour refund is approved, send your bank details.")
     deliver(d, forged, mail_from="mallory@evil.test")
     assert len(d.store.tickets()) == 2 and d.store.ticket(2).customer == "alice@staff.test"
-    assert kinds(d, 2) == ["customer", "ack"] or kinds(d, 2)[0] == "customer"
+    assert kinds(d, 2) == ["customer", "ack"]  # routed nowhere: no agent to notify
 
     # The subject tag alone does not make it an agent reply either: held as a note, the real agent told, not obeyed.
     forged = message(sender=ALICE, subject="Re: Printer on fire [Support #1]", message_id="forged2@evil.test",
@@ -465,7 +465,7 @@ def test_forged_agent_mail_is_never_relayed(daemon, smtp_sink: SmtpSink) -> None
     assert {m.message_id: m.kind for m in d.store.ticket_messages(1)}["oof@staff.test"] == "agent_note"
     assert not arrived(d, smtp_sink, "relay")
     assert len(arrived(d, smtp_sink, "command_error")) == 1
-    assert all(b"bank details" not in c.raw for c in smtp_sink.messages if CUSTOMER in c.rcpt_to)
+    assert not [c for c in smtp_sink.messages if CUSTOMER in c.rcpt_to and "bank details" in c.message.as_string()]
 
 
 def test_trusted_authserv_id(daemon, smtp_sink: SmtpSink) -> None:
@@ -526,7 +526,19 @@ def test_reply_all_does_not_loop(daemon, smtp_sink: SmtpSink) -> None:
     sent(d, smtp_sink, "notification", "alice@staff.test", n=2)
     assert len(d.store.tickets()) == 1
     assert len(arrived(d, smtp_sink, "relay")) == 1
+    assert len(arrived(d, smtp_sink, "notification")) == 2  # one per customer mail, to Alice only
     assert len(arrived(d, smtp_sink, "ack")) == 1
+    # Someone Bcc'd on the customer's first mail answers it: kept on the ticket, never the customer, never copied.
+    bcc = message(sender="Bea Bcc <bea@client.test>", subject="Re: Printer on fire", message_id="bcc1@client.test",
+                  body="I was on Bcc.", headers={"In-Reply-To": "<c1@client.test>", "References": "<c1@client.test>"})
+    deliver(d, bcc, mail_from="bea@client.test")
+    assert len(d.store.tickets()) == 1 and d.store.ticket(1).customer == CUSTOMER
+    assert {p.address: (p.role, p.receives) for p in d.store.participants(1)}["bea@client.test"] == ("observer", False)
+    third = sent(d, smtp_sink, "notification", "alice@staff.test", n=3)[-1]
+    deliver(d, thunderbird_reply(third, "Noted, thank you.", "ra2@staff.test"), mail_from="alice@staff.test")
+    relay = sent(d, smtp_sink, "relay", n=2)[-1]
+    rcpts = [c.rcpt_to for c in smtp_sink.messages if c.message["Message-ID"] == relay["Message-ID"]][0]
+    assert sorted(rcpts) == sorted([CUSTOMER, COLLEAGUE])
     agents = {"alice@staff.test", "bob@staff.test"}
     assert all(not agents & set(c.rcpt_to) for c in smtp_sink.messages
                if d.store.query("SELECT kind FROM messages WHERE message_id=?", [c.message["Message-ID"].strip("<>")])[0]["kind"]
