@@ -131,7 +131,7 @@ class Pipeline:
 
         ctx = RuleContext(rcpt_to=tuple(a.lower() for a in entry.inbound.rcpt_to), is_reply=linked.ticket_number is not None,
                           customer_known=tx.customer_known(mail.sender), now=now, auth=verdict.auth)
-        decision = decide(rt.ruleset, mail, ctx, tx)
+        decision = decide(rt.ruleset, mail, ctx, tx, explain=False)
 
         if decision.spam:
             store_inbound(self._context(tx, entry, mail, verdict, rt), None, "spam")

@@ -158,7 +158,7 @@ def test_bare_on_key_is_read_as_on_not_as_yaml_true() -> None:
     # a key that really is `yes:` stays an unknown key
     _, problems = check_ruleset_text("rules:\n  - name: r\n    yes: reply\n    then: {stop: true}\n", "r.yaml")
     assert [str(p) for p in problems] == [
-        "r.yaml:3:5: unknown rule key 'True'; expected one of: name, when, then, continue, on, description"]
+        "r.yaml:3:5: unknown rule key 'yes'; expected one of: name, when, then, continue, on, description"]
 
 
 def test_empty_file_and_empty_ruleset() -> None:

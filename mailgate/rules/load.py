@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import Location, Problem, RulesError
 from ..sla import parse_policies
-from ..yamlfile import LocatedDict, YamlProblem, load_located, loads_located, nearest, value_where, where_of
+from ..yamlfile import YamlProblem, load_located, loads_located, nearest, value_where, where_of
 from .model import APPLIES_TO, DEFAULT_TEMPLATE, Agent, Rule, Ruleset, Team
 from .then import ACTIONS, Names, parse_then
 from .values import is_address
@@ -27,11 +27,7 @@ def check_ruleset(path: str | Path) -> tuple[Ruleset | None, list[Problem]]:
         doc = load_located(path)
     except YamlProblem as exc:
         return None, [exc.problem]
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):  # changed under our feet; only the `on:` key repair needs the text
-        lines = []
-    return _check_doc(doc, str(path), lines)
+    return _check_doc(doc, str(path))
 
 
 def check_ruleset_text(text: str, path: str = "<string>") -> tuple[Ruleset | None, list[Problem]]:
@@ -40,7 +36,7 @@ def check_ruleset_text(text: str, path: str = "<string>") -> tuple[Ruleset | Non
         doc = loads_located(text, path)
     except YamlProblem as exc:
         return None, [exc.problem]
-    return _check_doc(doc, path, text.splitlines())
+    return _check_doc(doc, path)
 
 
 def load_ruleset(path: str | Path) -> Ruleset:
@@ -51,7 +47,7 @@ def load_ruleset(path: str | Path) -> Ruleset:
     return ruleset
 
 
-def _check_doc(doc: Any, path: str, lines: list[str]) -> tuple[Ruleset | None, list[Problem]]:
+def _check_doc(doc: Any, path: str) -> tuple[Ruleset | None, list[Problem]]:
     problems: list[Problem] = []
     if doc is None:
         return Ruleset(source=path), []
@@ -68,7 +64,7 @@ def _check_doc(doc: Any, path: str, lines: list[str]) -> tuple[Ruleset | None, l
     agents = _agents(agent_node, set(team_node), problems)
     teams = _teams(team_node, agents, set(agent_node), problems)
     names = Names(teams, agents, frozenset(policies), templates)
-    rules = _rules(doc, names, problems, lines)
+    rules = _rules(doc, names, problems)
     if problems:
         return None, sorted(problems, key=lambda p: (p.where.line, p.where.column))
     return Ruleset(tuple(rules), teams, agents, policies, templates, path), []
@@ -200,24 +196,7 @@ def _teams(node: dict, agents: dict[str, Agent], declared: set[str], problems: l
     return teams
 
 
-def _on_key(spec: LocatedDict, lines: list[str]) -> LocatedDict:
-    """YAML 1.1 reads a bare `on:` key as the boolean true (stored as 'True'); give it back its name."""
-    at = spec.key_where.get("True") if isinstance(spec, LocatedDict) else None
-    if at is None or "on" in spec or not 0 < at.line <= len(lines):
-        return spec
-    written = lines[at.line - 1][at.column - 1:].split(":", 1)[0].strip().strip("'\"")
-    if written.lower() != "on":
-        return spec
-    fixed = LocatedDict()
-    fixed.where, fixed.key_where, fixed.value_where = spec.where, {}, {}
-    for key, value in spec.items():
-        new = "on" if key == "True" else key
-        fixed[new] = value
-        fixed.key_where[new], fixed.value_where[new] = spec.key_where[key], spec.value_where[key]
-    return fixed
-
-
-def _rules(doc: dict, names: Names, problems: list[Problem], lines: list[str]) -> list[Rule]:
+def _rules(doc: dict, names: Names, problems: list[Problem]) -> list[Rule]:
     node = doc.get("rules")
     if node is None:
         return []
@@ -234,7 +213,6 @@ def _rules(doc: dict, names: Names, problems: list[Problem], lines: list[str]) -
             problems.append(Problem(at, f"each rule must be a mapping with name, when and then, got {_type_name(spec)}"))
             continue
         before = len(problems)
-        spec = _on_key(spec, lines)
         for key in spec:
             if key in ACTIONS:
                 problems.append(Problem(where_of(spec, key), f"{key!r} is an action: put it under 'then'"))
