@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.message import MAX_DEPTH, MAX_PARTS, Attachment, Mail, html_to_text, parse, sanitize_filename
+from mailgate.message import MAX_DEPTH, MAX_PARTS, Address, Attachment, Mail, html_to_text, parse, sanitize_filename
 from zammad_expect import CORPUS, FIELDS, Extract, agreement, has_user_attachments, load_expectation, zammad_pairs
 
 CORPUS_FILES = sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix != ".yml" and p.name != "README.md")
@@ -151,7 +152,7 @@ def test_headers_only_no_body() -> None:
 def test_8bit_raw_headers_are_decoded() -> None:
     raw = "From: Jürgen Müller <j@example.com>\nSubject: Grüße\n\nHallo".encode()
     mail = parse(raw)
-    assert mail.subject == "Grüße" and mail.from_addr == mail.from_addr.__class__("Jürgen Müller", "j@example.com")
+    assert mail.subject == "Grüße" and mail.from_addr == Address("Jürgen Müller", "j@example.com")
     latin = parse("Subject: Grüße\nContent-Type: text/plain\n\nx".encode("latin-1"))
     assert latin.subject == "Grüße"
 
@@ -353,9 +354,7 @@ def test_html_to_text_survives_broken_markup() -> None:
 
 
 def test_uuencoded_body_becomes_an_attachment() -> None:
-    encoded = b"begin 644 notes.txt\n" + b"".join(
-        __import__("binascii").b2a_uu(chunk) for chunk in [b"hello uuencode world\n"]
-    ) + b"`\nend\n"
+    encoded = b"begin 644 notes.txt\n" + binascii.b2a_uu(b"hello uuencode world\n") + b"`\nend\n"
     mail = parse(b"From: a@example.com\n\nSee below.\n" + encoded)
     assert mail.text == "See below."
     assert [(a.filename, a.content) for a in mail.attachments] == [("notes.txt", b"hello uuencode world\n")]
