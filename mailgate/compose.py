@@ -116,7 +116,7 @@ class Composer:
 
     def _load_all(self) -> None:
         problems: list[Problem] = []
-        names = set(REQUIRED_TEMPLATES)
+        names = set(REQUIRED_TEMPLATES) | {p.name for p in BUILTIN_TEMPLATES.glob("*.j2")}
         if self.templates_dir and self.templates_dir.is_dir():
             names |= {p.name for p in self.templates_dir.glob("*.j2")}
         for name in sorted(names):

@@ -20,13 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .compose import Composer
-from .config import Config
-from .errors import MailgateError, StorageUnavailable
+from .config import Config, reply_token_secret
+from .errors import Location, MailgateError, Problem, RulesError, StorageUnavailable
 from .outbox import Outbox
 from .pipeline import Pipeline, Runtime
 from .rules import Ruleset, check_ruleset, empty_ruleset
 from .smtp import SmtpListener
 from .store import Store
+from . import metrics as metrics_listener, slatrack
+from collections.abc import Callable
+from datetime import datetime
+from .store import utcnow
 
 log = logging.getLogger("mailgate.daemon")
 
@@ -38,14 +42,17 @@ def load_runtime(config: Config) -> Runtime:
     if rules_path.exists():
         loaded, problems = check_ruleset(rules_path)
         if problems or loaded is None:
-            from .errors import RulesError
-
             raise RulesError(problems)
         ruleset = loaded
     else:
         ruleset = empty_ruleset()
     templates = config.path(config.templates)
-    return Runtime(ruleset=ruleset, composer=Composer(templates if templates.is_dir() else None, config.domain))
+    composer = Composer(templates if templates.is_dir() else None, config.domain)
+    missing = [name for name in ruleset.templates if f"{name}.txt.j2" not in composer.names]
+    if missing:
+        raise RulesError([Problem(Location(str(rules_path)), f"template {name!r} is listed but there is no"
+                                  f" {name}.txt.j2 in {templates} (nor built in)") for name in missing])
+    return Runtime(ruleset=ruleset, composer=composer)
 
 
 def notify_systemd(state: str) -> None:
@@ -85,15 +92,19 @@ class Health:
 class Daemon:
     """The running service."""
 
-    def __init__(self, config: Config, *, sweep_interval: float = 1.0, grace: float = 10.0):
+    def __init__(self, config: Config, *, sweep_interval: float = 1.0, grace: float = 10.0,
+                 clock: Callable[[], datetime] = utcnow):
+        self.clock = clock  # every "now" of the pipeline, outbox and SLA timer (tests inject their own)
         self.config = config
         self.sweep_interval = sweep_interval
         self.grace = grace
         self.store = Store(config.path(config.database), config.database_busy_timeout)
-        self.secret = config.secret or self.store.meta_secret()
+        self.secret = reply_token_secret(config) or self.store.meta_secret()
         self.runtime = load_runtime(config)
-        self.pipeline = Pipeline(self.store, config, lambda: self.runtime, self.secret)
-        self.outbox = Outbox(self.store, config)
+        self.pipeline = Pipeline(self.store, config, lambda: self.runtime, self.secret, clock=clock)
+        self.outbox = Outbox(self.store, config, clock=clock)
+        self.metrics: metrics_listener.MetricsServer | None = None
+        self._wake_sla = asyncio.Event()
         self.smtp: SmtpListener | None = None
         self.health = Health(started_at=time.time())
         self._processing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailgate-pipeline")
@@ -157,6 +168,8 @@ class Daemon:
                  asyncio.create_task(self.outbox.run(self._stop, self._wake_outbox), name="outbox"),
                  asyncio.create_task(self._watch_files(), name="watch"),
                  asyncio.create_task(self._retention(), name="retention")]
+        tasks.append(asyncio.create_task(self._sla_timer(), name="sla"))
+        self.metrics = metrics_listener.start(self.store, self.config, self.clock)
         imap_threads = self._start_imap()
         if self.config.smtp.enabled:
             self.smtp = SmtpListener(self.store, self.config, self.spooled)
@@ -182,6 +195,8 @@ class Daemon:
         for t in imap_threads:
             await asyncio.to_thread(t.join, self.grace)
         self._processing.shutdown(wait=True)
+        if self.metrics:
+            self.metrics.stop()
         self.store.close()
         log.info("stopped cleanly")
 
@@ -243,6 +258,34 @@ class Daemon:
         smtp = f"; {self.smtp.stats.sessions} SMTP session(s)" if self.smtp else ""
         return (f"accepting mail; {self.health.processed} filed, {self.health.quarantined} quarantined since start"
                 f"{smtp}; last reload: {self.health.last_reload}")
+
+    def wake_sla_timer(self) -> None:
+        """Have the SLA timer look at due alarms now (thread-safe; tests call it after moving their clock)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake_sla.set)
+
+    async def _sla_timer(self, longest: float = 30.0) -> None:
+        """SLA warnings and breaches: fire what is due, then sleep until the next alarm (at most `longest` s) or a wake-up."""
+        while not self._stop.is_set():
+            self._wake_sla.clear()
+            delay = longest
+            try:
+                rt = self.runtime
+                fired = await asyncio.to_thread(slatrack.fire_due_alarms, self.store, rt.ruleset, rt.composer, self.config,
+                                                self.clock())
+                if fired:
+                    self._wake_outbox.set()
+                upcoming = await asyncio.to_thread(self.store.sla_next_alarm)
+                if upcoming is not None:
+                    delay = min(longest, max(0.05, (upcoming - self.clock()).total_seconds()))
+            except StorageUnavailable as exc:
+                log.error("sla timer: storage unavailable, will retry: %s", exc)
+            except Exception:  # the timer must survive anything one ticket does
+                log.exception("sla timer: unexpected error; will retry in %.0f s", longest)
+            stop, wake = asyncio.create_task(self._stop.wait()), asyncio.create_task(self._wake_sla.wait())
+            await asyncio.wait({stop, wake}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            wake.cancel()
 
     async def _retention(self, every: float = 86400.0) -> None:
         """At start-up and then once a day: clear the raw bytes of long-closed tickets (retention.raw_days_after_close)."""
