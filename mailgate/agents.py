@@ -26,8 +26,7 @@ from .rules import Agent, Decision
 from .store import Ticket
 from .threader import Link, base_address, reply_address
 
-PRIORITIES = ("low", "normal", "high", "urgent")
-STATUS_COMMANDS = {"close": "closed", "reopen": "open", "pending": "pending", "solve": "solved"}
+STATUS_COMMANDS = {"close": "closed", "reopen": "open", "pending": "pending"}
 # Screen hits that mark a mail as automatic (never relayed, never answered, never worth a notification).
 # X-Auto-Response-Suppress and a failed authentication say nothing about a human having written it.
 NOT_AUTOMATIC = frozenset({"auto_response_suppress", "auth_fail"})
@@ -181,40 +180,34 @@ def file_agent_reply(ctx: FilingContext, linked: Link) -> AgentFiling:
 
     commands, rest = replytext.strip_commands(visible)
     rest = _scrub(rest, agent, ctx.support_address)
-    names = [c.name.lower() for c in commands]
+    names = [c.name for c in commands]
     note = "note" in names
     errors: list[str] = []
     changes: dict[str, object] = {}
-    assigned: Agent | None = None
     for cmd in commands:
-        name, arg, line = cmd.name.lower(), (cmd.argument or "").strip(), cmd.line.strip()
-        if name == "note":
+        name, arg, line = cmd.name, cmd.arg.strip(), cmd.line.strip()
+        if cmd.error:  # unknown, or an argument replytext already found wrong
+            errors.append(f"{line}: {cmd.error}")
+        elif name == "note":
             continue
-        if name in STATUS_COMMANDS:
+        elif name in STATUS_COMMANDS:
             changes["status"] = STATUS_COMMANDS[name]
         elif name == "priority":
-            if arg.lower() in PRIORITIES:
-                changes["priority"] = arg.lower()
-            else:
-                errors.append(f"{line}: the priority must be one of {', '.join(PRIORITIES)}")
+            changes["priority"] = arg.lower()
         elif name == "assign":
             target = _find_agent(ctx, arg)
             if target is not None:
                 changes["assignee"] = target.name
                 changes["team"] = target.team or ticket.team
-                assigned = target
             elif arg.lower() in {t.lower() for t in ctx.ruleset.teams}:
                 changes["team"] = next(t for t in ctx.ruleset.teams if t.lower() == arg.lower())
                 changes["assignee"] = None
             else:
                 errors.append(f"{line}: there is no agent or team called {arg!r}")
         elif name == "tag":
-            if arg and len(arg.split()) == 1:
-                changes["tags"] = tuple(changes.get("tags", ticket.tags)) + (arg,)  # type: ignore[call-overload]
-            else:
-                errors.append(f"{line}: #tag needs one name without spaces")
-        else:
-            errors.append(f"{line}: unknown command")
+            changes["tags"] = tuple(changes.get("tags", ticket.tags)) + (arg,)  # type: ignore[call-overload]
+        else:  # a command replytext knows and this module does not: say so rather than drop it
+            errors.append(f"{line}: not supported by mail")
 
     kind = "agent_note" if note else "agent_reply"
     store_inbound(ctx, number, kind, stripped=rest)
@@ -234,16 +227,14 @@ def file_agent_reply(ctx: FilingContext, linked: Link) -> AgentFiling:
             tx.event(number, "first_response", f"by {agent.name}")
         if "status" not in changes and ticket.status == "new":
             changes["status"] = "open"
-    if changes.get("status") == "solved":
-        changes["solved_at"] = ctx.now
-    elif changes.get("status") == "closed":
+    if changes.get("status") == "closed":
         changes["closed_at"] = ctx.now
     if changes:
         tx.update_ticket(number, **changes)  # type: ignore[arg-type]
     slatrack.ticket_changed(tx, number, before=ticket, changes=changes, at=ctx.now, ruleset=ctx.ruleset,
                             message="agent_reply" if relayed else None)
-    if assigned is not None and assigned.name != ticket.assignee:
-        _notify_assignment(ctx, number, agent, assigned)
+    if (changes.get("assignee"), changes.get("team")) != (ticket.assignee, ticket.team) and "assignee" in changes:
+        _notify_assignment(ctx, number, agent)
     if errors:
         _mail_agent(ctx, agent, ticket, "Your reply contained commands mailgate did not understand:", errors, relayed)
     return AgentFiling(kind, f"{agent.name}: {'relayed' if relayed else 'not relayed'}; commands: "
@@ -268,13 +259,18 @@ def _scrub(text: str, agent: Agent, support: str) -> str:
     return text
 
 
-def _notify_assignment(ctx: FilingContext, number: int, by: Agent, to: Agent) -> None:
+def _notify_assignment(ctx: FilingContext, number: int, by: Agent) -> None:
+    """Tell the new assignee (or the new team's present members) about the ticket, with the customer's latest text."""
     ticket = ctx.tx.ticket(number)
     customer = _customer_mail(ctx, number)
-    if ticket is None or customer is None or not to.addresses or ctx.mail.sender in to.addresses:
+    if ticket is None or customer is None:
         return
-    text = replytext.visible_reply(customer.text, customer.sender)
-    _notify(ctx, ticket, f"Assigned to you by {by.display_name}", [to], customer, text, [])
+    people = _people(ctx, ticket)
+    if not people:
+        return
+    event = (f"Assigned to you by {by.display_name}" if ticket.assignee
+             else f"Assigned to team {ticket.team} by {by.display_name}")
+    _notify(ctx, ticket, event, people, customer, replytext.visible_reply(customer.text, customer.sender), [])
 
 
 def _relay(ctx: FilingContext, agent: Agent, ticket: Ticket, text: str) -> bool:

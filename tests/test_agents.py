@@ -6,6 +6,7 @@ the customer answers -> same ticket. Commands, internal notes, spoofing, Authent
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 from datetime import datetime, timedelta
@@ -191,13 +192,13 @@ def gmail_reply(notification: EmailMessage, body: str, message_id: str, *, attac
     who = notification["From"]
     plain = (f"{body}\n\nOn Mon, Nov 23, 2026 at 11:00 AM {who.split('<')[0].strip()} <\n{SUPPORT}> wrote:\n\n"
              + "\n".join("> " + line for line in original.splitlines()) + "\n")
-    html = (f'<div dir="ltr">{"<br>".join(body.splitlines())}</div><br><div class="gmail_quote">'
+    markup = (f'<div dir="ltr">{"<br>".join(body.splitlines())}</div><br><div class="gmail_quote">'
             f'<div dir="ltr" class="gmail_attr">On Mon, Nov 23, 2026 at 11:00 AM {who.split("<")[0].strip()} &lt;'
             f'<a href="mailto:{SUPPORT}">{SUPPORT}</a>&gt; wrote:<br></div>'
             f'<blockquote class="gmail_quote" style="margin:0 0 0 .8ex;border-left:1px #ccc solid;padding-left:1ex">'
-            f'{"<br>".join(original.splitlines())}</blockquote></div>')
+            f'{"<br>".join(html.escape(line) for line in original.splitlines())}</blockquote></div>')
     return message(sender=ALICE, to=str(notification["Reply-To"]), message_id=message_id,
-                   subject=subject or notification["Subject"], body=None if html_only else plain, html=html,
+                   subject=subject or notification["Subject"], body=None if html_only else plain, html=markup,
                    attachment=attachment,
                    headers={"In-Reply-To": notification["Message-ID"],
                             "References": f"{notification['References']} {notification['Message-ID']}"})
@@ -397,6 +398,9 @@ def test_each_command(daemon, smtp_sink: SmtpSink) -> None:
     reply("#assign billing", "k6@staff.test")
     row = ticket_row(d)
     assert (row["team"], row["assignee"]) == ("billing", None)
+    told = sent(d, smtp_sink, "notification", "dora@staff.test")[-1]
+    assert "Assigned to team billing by Alice Agent" in text_of(told) and "floor 3" in text_of(told)
+    assert not arrived(d, smtp_sink, "notification", "erin@staff.test")  # away
 
     # Unknown command and bad argument: the agent gets a short error mail; the rest is still relayed.
     reply("#frobnicate now\n#priority extreme\nThe part is ordered.", "k7@staff.test")
