@@ -176,5 +176,23 @@ def main(verbose: bool = "-v" in sys.argv) -> None:
                 print(f"    miss {case.group}/{case.name}: {norm(out)[:90]!r}")
 
 
+def hostile() -> None:
+    """Inputs that are slow for a parser: lines starting "On " (email-reply-parser's whole-text regex is cubic)."""
+    print("\nhostile inputs (seconds):")
+    for label, text in (
+        ("400 lines 'On a b c' (3.6 KB)", "On a b c\n" * 400),
+        ("20000 lines 'On a b c' (180 KB)", "On a b c\n" * 20000),
+        ("20000 Outlook header pairs (280 KB)", "From: a\nTo: b\n" * 20000),
+    ):
+        cells = []
+        for name, fn in EXTRACTORS.items():
+            if name.startswith("email-reply-parser") and len(text) > 10_000:
+                cells.append(f"{name}: skipped (super-linear)")
+                continue
+            cells.append(f"{name}: {timed(fn, text)[1]:.3f}")
+        print(f"  {label:38} " + "; ".join(cells))
+
+
 if __name__ == "__main__":
     main()
+    hostile()
