@@ -487,10 +487,12 @@ _OOF_PHRASES = (
     r"fuera de (?:la )?oficina", r"respuesta autom[áa]tica", r"ausente de la oficina", r"risposta automatica",
     r"fuori (?:sede|ufficio)", r"afwezig", r"automatisch antwoord", r"niet aanwezig", r"autosvar", r"fr[åa]nvaro",
     r"frav[æa]r", r"resposta autom[áa]tica", r"fora do escrit[óo]rio", r"automatyczna odpowied[źz]",
-    r"automatická odpověď", r"автоматический ответ", r"自動応答", r"自動返信", r"不在", r"自动回复", r"자동 응답",
+    r"automatická odpověď", r"автоматический ответ",
 )
+_OOF_CJK = (r"自動応答", r"自動返信", r"不在", r"自动回复", r"自動回覆", r"자동 응답", r"부재")
 _OOF_SUBJECT_RE = re.compile(
-    r"^\s*(?:(?:" + "|".join(_OOF_PHRASES) + r")(?![\w])|(?:absence|abwesend|ausente|assente|vacation|away)\s*[:：])",
+    r"^\s*(?:(?:" + "|".join(_OOF_PHRASES) + r")(?![\w])|(?:" + "|".join(_OOF_CJK) + r")"
+    r"|(?:absence|abwesend|ausente|assente|vacation|away)\s*[:：])",
     re.I,
 )
 
