@@ -101,7 +101,8 @@ def _notify(ctx: FilingContext, ticket: Ticket, event: str, people: list[Agent],
     out = ctx.composer.build(
         kind="notification", sender=Party(f"{name} via {cfg.support_name}", ctx.support_address),
         to=[Party(a.display_name, a.addresses[0]) for a in people], subject=subject, body=body,
-        envelope_from=ctx.support_address, reply_to=Party(cfg.support_name, reply_address(ctx.support_address, number, ctx.secret)),
+        envelope_from=ctx.support_address,
+        reply_to=Party(cfg.support_name, reply_address(ctx.support_address, number, ctx.secret, audience="agents")),
         threading=Threading(in_reply_to=customer_mail.message_id, references=refs,
                             thread_index=customer_mail.header("Thread-Index"), topic=ticket.subject),
         automatic=False, ticket_number=number, extra_headers={"X-Mailgate-Ticket": str(number)},
@@ -142,6 +143,16 @@ def _verified(ctx: FilingContext) -> tuple[bool, str]:
                    f" {ctx.mail.from_addr.domain if ctx.mail.from_addr else 'your domain'} ({reason or ctx.verdict.auth})")
 
 
+AGENT_ONLY_KINDS = frozenset({"notification", "command_error", "escalation"})
+
+
+def _agent_link(linked: Link) -> bool:
+    """Evidence only an agent holds: the agents' reply token, or a reference to mail only agents received."""
+    if linked.evidence == "reply_token":
+        return linked.token_audience == "agents"
+    return linked.evidence == "references" and linked.matched_kind in AGENT_ONLY_KINDS
+
+
 def file_agent_reply(ctx: FilingContext, linked: Link) -> AgentFiling:
     """Store an agent's reply, obey its commands, and relay its text to the customer unless it is a note."""
     tx, mail = ctx.tx, ctx.mail
@@ -153,15 +164,16 @@ def file_agent_reply(ctx: FilingContext, linked: Link) -> AgentFiling:
     assert ticket is not None
 
     visible = replytext.visible_reply(mail.text, mail.sender)
-    if linked.evidence not in ("references", "reply_token"):  # a subject tag anyone can type: maybe forged
+    if not _agent_link(linked):  # a subject tag anyone can type, or evidence the customer holds too: maybe forged
         store_inbound(ctx, number, "agent_note", stripped=visible)
-        tx.event(number, "agent_unlinked", f"mail From {agent.name}'s address names the ticket only by {linked.evidence};"
+        tx.event(number, "agent_unlinked", f"mail From {agent.name}'s address is linked only by {linked.detail}, which is not agents-only evidence;"
                  " held as an internal note, not relayed, commands ignored", spool_id=ctx.spool_id)
         if not _automatic(ctx):
             _mail_agent(ctx, agent, ticket, "A mail from your address was NOT sent to the customer and its commands were"
-                        " not obeyed, because it names the ticket only by its subject tag. To answer the customer,"
+                        " not obeyed, because it did not answer an agent notification (it was linked only by the subject tag or by"
+                        " mail the customer has seen too). To answer the customer,"
                         " reply to the notification (its Reply-To address carries the ticket's token).", [], relayed=False)
-        return AgentFiling("agent_note", f"{agent.name}: linked by {linked.evidence} only, not relayed")
+        return AgentFiling("agent_note", f"{agent.name}: linked by {linked.evidence} without agents-only evidence, not relayed")
     automatic = _automatic(ctx)
     if automatic:  # an out-of-office or bounce from the agent's side: keep it for the agents, never relay or answer
         store_inbound(ctx, number, "agent_note", stripped=visible)

@@ -29,6 +29,7 @@ class Link:
     sender_known: bool  # the sender already takes part in the linked ticket
     claimed_ticket: int | None = None  # a number the message claimed but was not trusted with
     matched_kind: str | None = None  # kind of the stored message that the references matched (ack, notification, …)
+    token_audience: str | None = None  # "customer" or "agents": whose reply token the message was sent to
 
 
 @dataclass(frozen=True)
@@ -39,22 +40,28 @@ class ThreadingSettings:
     is_agent: Callable[[str], bool] = lambda _addr: False
 
 
-def token_for(number: int, secret: str) -> str:
-    mac = hmac.new(secret.encode(), f"ticket:{number}".encode(), hashlib.sha256).hexdigest()[:TOKEN_LEN]
+AUDIENCES = ("customer", "agents")
+
+
+def token_for(number: int, secret: str, audience: str = "customer") -> str:
+    """The reply token of a ticket. Customers and agents get different tokens, so that a customer who knows
+    their own token cannot pass for an agent by forging an agent's From."""
+    scope = "ticket" if audience == "customer" else f"ticket-{audience}"
+    mac = hmac.new(secret.encode(), f"{scope}:{number}".encode(), hashlib.sha256).hexdigest()[:TOKEN_LEN]
     return f"{number}-{mac}"
 
 
-def reply_address(support_address: str, number: int, secret: str) -> str:
+def reply_address(support_address: str, number: int, secret: str, audience: str = "customer") -> str:
     """The plus-address that routes replies to ticket `number`: support+<number>-<hmac>@domain."""
     local, _, domain = support_address.partition("@")
-    return f"{local}+{token_for(number, secret)}@{domain}"
+    return f"{local}+{token_for(number, secret, audience)}@{domain}"
 
 
 _TOKEN_RE = re.compile(r"^(\d{1,12})-([0-9a-f]{%d})$" % TOKEN_LEN)
 
 
-def ticket_from_address(address: str, support_addresses: tuple[str, ...], secret: str) -> int | None:
-    """The ticket number carried by a valid reply-token address, or None (forged or absent tokens give None)."""
+def ticket_from_address(address: str, support_addresses: tuple[str, ...], secret: str) -> tuple[int, str] | None:
+    """(ticket number, audience) of a valid reply-token address, or None (forged or absent tokens give None)."""
     local, _, domain = address.lower().partition("@")
     base, plus, token = local.partition("+")
     if not plus or f"{base}@{domain}" not in {a.lower() for a in support_addresses}:
@@ -63,7 +70,10 @@ def ticket_from_address(address: str, support_addresses: tuple[str, ...], secret
     if not m:
         return None
     number = int(m.group(1))
-    return number if hmac.compare_digest(token_for(number, secret), token) else None
+    for audience in AUDIENCES:
+        if hmac.compare_digest(token_for(number, secret, audience), token):
+            return number, audience
+    return None
 
 
 def base_address(address: str) -> str:
@@ -102,9 +112,10 @@ def link(mail: Mail, inbound: Inbound, tx: Tx, settings: ThreadingSettings) -> L
 
     # 2. Reply token in any recipient address
     for address in recipient_addresses(mail, inbound):
-        number = ticket_from_address(address, settings.support_addresses, settings.secret)
-        if number is not None and tx.ticket(number) is not None:
-            return Link(number, "reply_token", f"reply token in {address}", known(number))
+        found = ticket_from_address(address, settings.support_addresses, settings.secret)
+        if found is not None and tx.ticket(found[0]) is not None:
+            number, audience = found
+            return Link(number, "reply_token", f"{audience}' reply token in {address}", known(number), token_audience=audience)
 
     # 3. Subject tag, trusted only from someone already on the ticket
     m = subject_tag_re(settings.subject_tag).search(mail.subject)

@@ -472,6 +472,29 @@ def test_forged_agent_mail_is_never_relayed(daemon, smtp_sink: SmtpSink) -> None
     assert not [c for c in smtp_sink.messages if CUSTOMER in c.rcpt_to and "bank details" in c.message.as_string()]
 
 
+def test_customer_token_or_ack_reference_never_makes_an_agent_reply(daemon, smtp_sink: SmtpSink) -> None:
+    """The customer holds their own reply token and the ack's Message-ID; forging an agent's From with them
+    must not pass for the agent (agents get a token of their own, and notifications only they receive)."""
+    d = daemon()
+    note = customer_opens(d, smtp_sink)
+    ack = sent(d, smtp_sink, "ack", CUSTOMER)[0]
+    customer_token = ack["Reply-To"].addresses[0].addr_spec
+    assert customer_token != token_address(note)  # agents' token differs from the customer's
+    for i, headers in enumerate(({}, {"In-Reply-To": ack["Message-ID"], "References": ack["Message-ID"]})):
+        forged = message(sender=ALICE, to=customer_token, subject="Re: Printer on fire", message_id=f"forge{i}@evil.test",
+                         body="#close\nPlease send your password to reset the printer.", headers=headers)
+        deliver(d, forged, rcpt=[customer_token], mail_from="mallory@evil.test")
+        assert {m.message_id: m.kind for m in d.store.ticket_messages(1)}[f"forge{i}@evil.test"] == "agent_note"
+    assert ticket_row(d)["status"] != "closed"
+    assert not arrived(d, smtp_sink, "relay")
+    assert not [c for c in smtp_sink.messages if "password" in c.message.as_string()]
+    # The real agent, answering the notification's Reply-To, is relayed as usual.
+    reply = message(sender=ALICE, to=token_address(note), subject="Re: Printer on fire", message_id="real@staff.test",
+                    body="We are sending a technician.")
+    deliver(d, reply, rcpt=[token_address(note)], mail_from="alice@staff.test")
+    assert "We are sending a technician." in text_of(sent(d, smtp_sink, "relay", CUSTOMER)[0])
+
+
 def test_trusted_authserv_id(daemon, smtp_sink: SmtpSink) -> None:
     d = daemon(trusted_authserv_id="mx.example.test")
     note = customer_opens(d, smtp_sink)
