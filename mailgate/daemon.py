@@ -207,7 +207,7 @@ class Daemon:
         from .sources.imap import ImapSource
 
         for account in self.config.imap:
-            source = ImapSource(account, self.store, self.spooled)
+            source = ImapSource(account, self.store, self.spooled, config=self.config)  # password_file relative to the config
             t = threading.Thread(target=source.run, args=(self._threads_stop,), name=f"imap-{account.label}", daemon=True)
             t.start()
             threads.append(t)
