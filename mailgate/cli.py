@@ -76,10 +76,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def _pipeline(config, store):  # type: ignore[no-untyped-def]
     from .daemon import load_runtime
+    from .config import reply_token_secret
     from .pipeline import Pipeline
 
     runtime = load_runtime(config)
-    return Pipeline(store, config, lambda: runtime, config.secret or store.meta_secret())
+    return Pipeline(store, config, lambda: runtime, reply_token_secret(config) or store.meta_secret())
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -222,6 +223,105 @@ def cmd_check(args: argparse.Namespace) -> int:
     return run_checks(getattr(args, "config", None))
 
 
+# -- db: storage hygiene -----------------------------------------------------------------------------
+
+
+def cmd_db_vacuum(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    try:
+        before, after = store.vacuum()
+    finally:
+        store.close()
+    print(f"{store.path}: vacuumed, {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
+    return EX_OK
+
+
+def cmd_db_backup(args: argparse.Namespace) -> int:
+    """Online backup (safe while the daemon runs); the copy is integrity-checked before it is put in place."""
+    from .errors import TemporaryFailure
+
+    _, store = _store(args)
+    try:
+        size = store.backup(args.file)
+    except TemporaryFailure as exc:
+        return _fail(f"backup failed: {exc}", EX_TEMPFAIL)
+    finally:
+        store.close()
+    print(f"{store.path}: backed up to {args.file} ({size / 1e6:.1f} MB, integrity_check ok)")
+    return EX_OK
+
+
+def cmd_db_prune(args: argparse.Namespace) -> int:
+    config, store = _store(args)
+    days = args.days if args.days is not None else config.retention.raw_days_after_close
+    if days <= 0:
+        store.close()
+        print("retention is off (retention.raw_days_after_close: 0); nothing cleared (or give --days N)")
+        return EX_OK
+    try:
+        cleared = store.prune_raw(days)
+    finally:
+        store.close()
+    print(f"cleared the raw bytes of {cleared} message(s) of tickets closed more than {days} days ago (sha256 kept)")
+    return EX_OK
+
+
+def cmd_db_check(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    try:
+        problems = store.integrity_check()
+    finally:
+        store.close()
+    if problems == ["ok"]:
+        print(f"{store.path}: integrity_check ok")
+        return EX_OK
+    for line in problems:
+        print(line, file=sys.stderr)
+    return _fail(f"{store.path}: integrity_check found {len(problems)} problem(s); restore the last backup", 1)
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def _report_time(text: str, end: bool = False):  # type: ignore[no-untyped-def]
+    """'2026-01-31' (a whole day: as --until it includes that day) or an ISO date-time; naive means UTC."""
+    from datetime import date, datetime, timedelta, timezone
+
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+            return start + timedelta(days=1) if end else start
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-01-31 or 2026-01-31T12:00") from None
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+def _report_until(text: str):  # type: ignore[no-untyped-def]
+    return _report_time(text, end=True)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """QoS figures for tickets opened in a window: terminal table, --json, or --html FILE."""
+    from . import report
+
+    _, store = _store(args)
+    try:
+        figures = report.build(store, args.since, args.until, args.by)
+    finally:
+        store.close()
+    if args.html:
+        Path(args.html).write_text(report.render_html(figures), encoding="utf-8")
+        if not args.json:
+            print(f"wrote {args.html}")
+    if args.json:
+        print(report.dumps(figures))
+    elif not args.html:
+        print(report.render_text(figures), end="")
+    return EX_OK
+
+
 # -- parser ------------------------------------------------------------------------------------------
 
 
@@ -277,6 +377,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate config, rules, templates and try each connection")
     p.set_defaults(func=cmd_check)
+
+    db = sub.add_parser("db", help="storage hygiene: vacuum, backup, prune, check").add_subparsers(dest="db_command", required=True)
+    p = db.add_parser("vacuum", help="rebuild the database file compactly (a long write: run it at a quiet hour)")
+    p.set_defaults(func=cmd_db_vacuum)
+    p = db.add_parser("backup", help="online copy through SQLite's backup API, safe while the daemon runs")
+    p.add_argument("file", help="where to write the copy (replaced atomically once checked)")
+    p.set_defaults(func=cmd_db_backup)
+    p = db.add_parser("prune", help="clear raw bytes of long-closed tickets now (retention.raw_days_after_close)")
+    p.add_argument("--days", type=int, default=None, help="days after close (default: the configured retention)")
+    p.set_defaults(func=cmd_db_prune)
+    p = db.add_parser("check", help="PRAGMA integrity_check")
+    p.set_defaults(func=cmd_db_check)
+
+    p = sub.add_parser("report", help="SLA and QoS figures: volumes, latencies, compliance, breaches, backlog")
+    p.add_argument("--since", type=_report_time, help="tickets opened from this date or time (UTC unless given)")
+    p.add_argument("--until", type=_report_until,
+                   help="... up to this date (inclusive) or time (exclusive)")
+    p.add_argument("--by", choices=("team", "agent", "policy"), help="one column per team, agent or SLA policy")
+    p.add_argument("--json", action="store_true", help="a JSON object for scripts")
+    p.add_argument("--html", metavar="FILE", help="write one self-contained HTML page with charts")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
