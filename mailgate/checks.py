@@ -239,7 +239,7 @@ def _relay_session(transport: RelayTransport, steps: list[str]) -> smtplib.SMTP:
     if r.tls == "starttls":
         if not client.has_extn("starttls"):
             client.quit()
-            raise MailgateError(f"EHLO ok; no STARTTLS offered: fix the relay, or set relay.tls: none only for a trusted "
+            raise MailgateError("EHLO ok; no STARTTLS offered: fix the relay, or set relay.tls: none only for a trusted "
                                 "local relay")
         client.starttls(context=context)
         client.ehlo()

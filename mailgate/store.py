@@ -436,9 +436,9 @@ class Store:
     # -- outbox -----------------------------------------------------------------------------------
 
     def due_outbox(self, now: datetime, limit: int = 20) -> list[OutboxItem]:
-        """Queued mail whose next attempt is due, earliest SLA due time first (acks before the rest)."""
+        """Queued mail whose next attempt is due: acknowledgements first, each group by SLA due time."""
         return self.call(lambda: [_outbox_item(r) for r in self.conn.execute(
-            "SELECT * FROM outbox WHERE state='queued' AND next_attempt_at <= ? ORDER BY due_at, id LIMIT ?",
+            "SELECT * FROM outbox WHERE state='queued' AND next_attempt_at <= ? ORDER BY kind != 'ack', due_at, id LIMIT ?",
             (iso(now), limit))])
 
     def mark_sent(self, item_id: int, at: datetime) -> None:
@@ -527,7 +527,7 @@ class Store:
         def run() -> dict[str, Any]:
             c = self.conn
             latency = ("(julianday(o.sent_at) - julianday(coalesce(t.sla_started_at, t.created_at))) * 86400.0")
-            acks = (f" FROM outbox o JOIN tickets t ON t.number = o.ticket_number WHERE o.kind = 'ack' AND o.state = 'sent'")
+            acks = (" FROM outbox o JOIN tickets t ON t.number = o.ticket_number WHERE o.kind = 'ack' AND o.state = 'sent'")
             buckets = [c.execute(f"SELECT count(*) {acks} AND {latency} <= ?", (b,)).fetchone()[0] for b in latency_buckets]
             count, total = c.execute(f"SELECT count(*), coalesce(sum(max({latency}, 0)), 0) {acks}").fetchone()
             oldest = c.execute("SELECT min(created_at) FROM outbox WHERE state = 'queued'").fetchone()[0]
