@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
+from jinja2 import nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import Location, Problem, TemplateError
@@ -122,12 +124,38 @@ class Composer:
         for name in sorted(names):
             try:
                 self._compiled[name] = self.env.get_template(name)
+                problems += self._escape_attempts(name, names)
             except jinja2.TemplateSyntaxError as exc:
                 problems.append(Problem(Location(exc.filename or name, exc.lineno or 0), f"template syntax: {exc.message}"))
             except jinja2.TemplateNotFound:
                 problems.append(Problem(Location(name), "template not found"))
         if problems:
             raise TemplateError(problems)
+
+    def _escape_attempts(self, name: str, names: set[str]) -> list[Problem]:
+        """Load-time refusal of what the sandbox would only stop at render time: internal (`_`) attributes and
+        includes of anything but our own templates (files elsewhere, computed names)."""
+        assert self.env.loader is not None
+        source, filename, _ = self.env.loader.get_source(self.env, name)
+        where = filename or name
+        problems: list[Problem] = []
+        tree = self.env.parse(source, name, filename)
+        for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+            attr = None
+            if isinstance(node, nodes.Getattr):
+                attr = node.attr
+            elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+                attr = node.arg.value
+            elif isinstance(node, nodes.Filter) and node.name == "attr" and node.args and isinstance(node.args[0], nodes.Const):
+                attr = node.args[0].value
+            if isinstance(attr, str) and attr.startswith("_"):
+                problems.append(Problem(Location(where, node.lineno), f"template reaches for the internal attribute {attr!r};"
+                                        " templates may only use the values they are given"))
+        for ref in jinja2.meta.find_referenced_templates(tree):
+            if ref is None or ref not in names:
+                problems.append(Problem(Location(where, _line_of(source, ref)), f"template includes {ref or 'a computed name'!r},"
+                                        " which is not one of the templates; only templates from the template folder may be included"))
+        return problems
 
     @property
     def names(self) -> list[str]:
@@ -180,8 +208,12 @@ class Composer:
             msg[name] = one_line(value)
         msg.set_content(body)
         for filename, ctype, data in attachments or []:
-            maintype, _, subtype = ctype.partition("/")
-            msg.add_attachment(data, maintype=maintype or "application", subtype=subtype or "octet-stream", filename=filename)
+            maintype, _, subtype = ctype.lower().partition("/")
+            if maintype in ("message", "multipart") or not maintype or not subtype:
+                # the stdlib can only write message/* and multipart/* from parsed parts, never from raw bytes
+                # (message/delivery-status from a bounce raised AttributeError); send the bytes as they came
+                maintype, subtype = "application", "octet-stream"
+            msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
         rcpt = tuple(dict.fromkeys(p.addr for p in list(to) + list(cc or [])))
         return Outbound(kind=kind, message_id=message_id, mail_from=envelope_from, rcpt_to=rcpt,
                         raw=msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")),  # SMTP lines end in CRLF
@@ -196,6 +228,15 @@ def _header_address(party: Party) -> HeaderAddress:
     except (ValueError, IndexError, HeaderParseError):
         local, _, domain = one_line(party.addr).rpartition("@")
         return HeaderAddress(display_name=name, username=local or party.addr, domain=domain.strip("."))
+
+
+def _line_of(source: str, text: str | None) -> int:
+    """The first line mentioning `text` (a referenced template name), 0 when unknown."""
+    if text:
+        for number, line in enumerate(source.splitlines(), 1):
+            if text in line:
+                return number
+    return 0
 
 
 def _error_line(exc: Exception, template: jinja2.Template) -> int:

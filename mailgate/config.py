@@ -103,6 +103,19 @@ class AutoReplyConfig:
 
 
 @dataclass(frozen=True)
+class DkimConfig:
+    """DKIM signing of the mail mailgate sends (acknowledgements, notifications, relays); off unless a key is given."""
+
+    private_key_file: str = setting("", "PEM private key (RSA) to sign with; empty: mail goes out unsigned")
+    selector: str = setting("mailgate", "selector: publish the public key as TXT at <selector>._domainkey.<domain>")
+    domain: str = setting("", "signing domain (d=); default: the first support address's domain, with which it must align")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.private_key_file)
+
+
+@dataclass(frozen=True)
 class RetentionConfig:
     """How long raw message bytes are kept (the parsed text, attachments and the ticket stay)."""
 
@@ -139,6 +152,7 @@ class Config:
     outbox: OutboxConfig = setting(OutboxConfig(), "outgoing retries")
     imap: tuple[ImapAccount, ...] = setting((), "IMAP accounts to fetch from")
     autoreply: AutoReplyConfig = setting(AutoReplyConfig(), "limits on automatic mail")
+    dkim: DkimConfig = setting(DkimConfig(), "DKIM signing of outgoing mail (off by default)")
     retention: RetentionConfig = setting(RetentionConfig(), "raw message retention (`mailgate db prune`; the daemon runs it daily)")
     metrics: MetricsConfig = setting(MetricsConfig(), "Prometheus metrics listener")
     source: str = setting("<embedded defaults>", "where this configuration was read from", internal=True)
@@ -271,6 +285,10 @@ def _check(config: Config, data: dict, problems: list[Problem], path: str) -> No
             problems.append(Problem(value_where(data, "support_addresses"), f"support address {addr!r} is not an address like support@example.com"))
     if not config.support_addresses:
         problems.append(Problem(value_where(data, "support_addresses"), "at least one support address is needed"))
+    dkim_domain = config.dkim.domain.lower().strip(".")
+    if dkim_domain and not (config.domain.lower() == dkim_domain or config.domain.lower().endswith("." + dkim_domain)):
+        problems.append(Problem(value_where(data, "dkim"), f"dkim.domain {config.dkim.domain!r} does not align with the support"
+                                f" address domain {config.domain!r} (use that domain or a parent of it)"))
     for acct in config.imap:
         if not acct.host:
             problems.append(Problem(value_where(data, "imap"), f"IMAP account {acct.label!r}: host is required"))

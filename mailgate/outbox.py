@@ -1,12 +1,14 @@
 """Delivery worker: sends due outbox rows through the relay (or into a local Maildir), retries with backoff, records sent_at.
 
-The only SMTP client in mailgate. A 4xx reply or a connection failure is retried with exponential
-backoff; a 5xx reply fails the row for good (kept, with its error, for the admin). Nothing is deleted.
+The only SMTP client in mailgate, and the one place mail is DKIM-signed (just before the transport gets
+it, when `dkim` is configured). A 4xx reply or a connection failure is retried with exponential backoff;
+a 5xx reply fails the row for good (kept, with its error, for the admin). Nothing is deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import mailbox
 import random
@@ -19,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from .config import Config, read_secret_file
+from .dkim import signer_for
 from .errors import DeliveryError, StorageUnavailable
 from .store import OutboxItem, Store, utcnow
 
@@ -126,6 +129,7 @@ class Outbox:
         self.config = config
         self.transport = transport or transport_for(config)
         self.clock = clock
+        self.signer = signer_for(config)  # DKIM, when configured: a bad key stops start-up here
 
     def backoff(self, attempts: int) -> float:
         """Seconds before the next try after `attempts` failures: doubling from retry_base, capped, with jitter."""
@@ -138,7 +142,7 @@ class Outbox:
         sent = deferred = failed = 0
         for item in self.store.due_outbox(self.clock(), limit):
             try:
-                self.transport.send(item)
+                self.transport.send(dataclasses.replace(item, raw=self.signer.sign(item.raw)) if self.signer else item)
             except DeliveryError as exc:
                 attempts = item.attempts + 1
                 give_up = exc.permanent or attempts >= self.config.outbox.max_attempts

@@ -124,7 +124,12 @@ class MailgateSMTP(SMTP):
     async def push(self, status: str) -> None:
         if status.startswith("552 Error: Too much mail data") or status.startswith("552 Error: message size exceeds"):
             status = f"552 5.3.4 Message too big (this server accepts at most {self.data_size_limit} bytes)"
+        if status.startswith(("250-AUTH", "250 AUTH")):
+            return  # mailgate has no submission users: AUTH is never offered (aiosmtpd would offer it after STARTTLS)
         await super().push(status)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        await self.push("502 5.5.1 AUTH not available: this server only takes mail for its support addresses")
 
 
 class SmtpListener:
