@@ -246,6 +246,8 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._durable = True
+        self._spool_lock = threading.Lock()
+        self._spool_waiting: list[tuple[Inbound, Future[int]]] = []
         try:
             self.call(self._open)
         except BaseException:
@@ -366,10 +368,43 @@ class Store:
 
     def spool(self, inbound: Inbound) -> int:
         """Commit the raw message durably and return its spool id; only after this may a source say "accepted"."""
-        return self.call(self._transaction, lambda tx: tx.spool(inbound))
+        return self._spool_future(inbound).result()
 
     async def aspool(self, inbound: Inbound) -> int:
-        return await self.acall(self._transaction, lambda tx: tx.spool(inbound))
+        return await asyncio.wrap_future(self._spool_future(inbound))
+
+    def _spool_future(self, inbound: Inbound) -> Future[int]:
+        """Group commit: messages arriving while a spool commit runs share the next one (one fsync for all)."""
+        result: Future[int] = Future()
+        with self._spool_lock:
+            self._spool_waiting.append((inbound, result))
+            start = len(self._spool_waiting) == 1
+        if start:
+            try:
+                self.submit(self._flush_spool)
+            except BaseException as exc:  # closed store: fail everyone waiting, never leave a future hanging
+                self._fail_spool(exc)
+        return result
+
+    def _flush_spool(self) -> None:
+        with self._spool_lock:
+            batch, self._spool_waiting = self._spool_waiting, []
+        if not batch:
+            return
+        try:
+            ids = self._guarded(self._transaction, lambda tx: [tx.spool(inbound) for inbound, _ in batch])
+        except BaseException as exc:
+            for _, result in batch:
+                result.set_exception(exc)
+            return
+        for (_, result), spool_id in zip(batch, ids):
+            result.set_result(spool_id)
+
+    def _fail_spool(self, exc: BaseException) -> None:
+        with self._spool_lock:
+            batch, self._spool_waiting = self._spool_waiting, []
+        for _, result in batch:
+            result.set_exception(exc)
 
     def pending_spool_ids(self, limit: int = 100) -> list[int]:
         return self.call(lambda: [r[0] for r in self.conn.execute(
