@@ -69,10 +69,18 @@ class RelayTransport(Transport):
         self.relay = config.relay
         self.password = self.relay.password or (read_secret_file(config, self.relay.password_file, "relay.password_file")
                                                 if self.relay.password_file else "")
+        self._context: ssl.SSLContext | None = None
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """Built once: loading the CA store costs ~35 ms, which capped delivery at ~25 mails/s when done per mail."""
+        if self._context is None:
+            self._context = ssl.create_default_context()
+        return self._context
 
     def connect(self) -> smtplib.SMTP:
         r = self.relay
-        context = ssl.create_default_context()
+        context = self.context
         if r.tls == "implicit":
             client: smtplib.SMTP = smtplib.SMTP_SSL(r.host, r.port, timeout=r.timeout, context=context)
         else:

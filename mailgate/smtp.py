@@ -36,6 +36,7 @@ class SmtpStats:
     tempfailed: int = 0
     sessions: int = 0
     in_flight: int = 0
+    receiving: int = 0  # sessions between DATA and the final reply: shutdown lets them finish (within the grace)
 
 
 class SpoolingHandler:
@@ -121,6 +122,13 @@ class MailgateSMTP(SMTP):
         if self.transport is not None or error is not None:
             super().connection_lost(error)
 
+    async def smtp_DATA(self, arg: str) -> None:
+        self._stats.receiving += 1
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._stats.receiving -= 1
+
     async def push(self, status: str) -> None:
         if status.startswith("552 Error: Too much mail data") or status.startswith("552 Error: message size exceeds"):
             status = f"552 5.3.4 Message too big (this server accepts at most {self.data_size_limit} bytes)"
@@ -170,15 +178,16 @@ class SmtpListener:
         return host, port
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting; wait up to `grace` seconds for messages being stored; then close sessions."""
+        """Stop accepting; wait up to `grace` seconds for messages being received or stored; then close sessions."""
         if self.server is None:
             return
         self.server.close()
         deadline = time.monotonic() + grace
-        while self.stats.in_flight and time.monotonic() < deadline:
+        while (self.stats.in_flight or self.stats.receiving) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if self.stats.in_flight:
-            log.warning("smtp: %d message(s) still being stored at shutdown were cut (clients will retry)", self.stats.in_flight)
+        if self.stats.in_flight or self.stats.receiving:
+            log.warning("smtp: %d message(s) still being received or stored at shutdown were cut (clients will retry)",
+                        max(self.stats.in_flight, self.stats.receiving))
         for session in list(self.live):
             if session.transport is not None:
                 session.transport.close()
