@@ -240,8 +240,16 @@ def _text_header(value: str) -> str | Header:
     return value if value.isascii() else Header(value, "utf-8")
 
 
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
 def _addresses(parties: list[Party]) -> str:
-    return ", ".join(formataddr((one_line(p.name, 200), _header_address(p).addr_spec), charset="utf-8") for p in parties)
+    return ", ".join(formataddr((one_line(p.name, 200), _addr_spec(p)), charset="utf-8") for p in parties)
+
+
+def _addr_spec(party: Party) -> str:
+    """The address as it may be written in a header (the common dot-atom case needs no parsing)."""
+    return party.addr if _PLAIN_ADDRESS.fullmatch(party.addr) else _header_address(party).addr_spec
 
 
 def _text_part(body: str) -> MIMEText:
