@@ -19,7 +19,7 @@ from email.parser import BytesHeaderParser
 from email import policy as email_policy
 
 from . import replytext, slatrack
-from .compose import Party, Threading, tagged_subject
+from .compose import Party, Threading, deliverable, tagged_subject
 from .filing import FilingContext, queue_outbound, sender_name, store_inbound
 from .message import Mail, parse
 from .rules import Agent, Decision
@@ -291,7 +291,8 @@ def _relay(ctx: FilingContext, agent: Agent, ticket: Ticket, text: str) -> bool:
     number = ticket.number
     own = {a.lower() for a in cfg.support_addresses}
     recipients = [p for p in tx.participants(number) if p.receives and p.role in ("customer", "cc")
-                  and base_address(p.address) not in own and not ctx.ruleset.is_agent(p.address)]
+                  and base_address(p.address) not in own and not ctx.ruleset.is_agent(p.address)
+                  and deliverable(p.address) is not None]
     if not recipients:
         tx.event(number, "relay_skipped", "no participant receives replies")
         return False

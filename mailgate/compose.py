@@ -225,7 +225,7 @@ class Composer:
         msg[LOOP_HEADER] = self.domain
         for name, value in (extra_headers or {}).items():
             msg[one_line(name)] = _text_header(value)
-        rcpt = tuple(dict.fromkeys(p.addr for p in list(to) + list(cc or [])))
+        rcpt = tuple(dict.fromkeys(deliverable(p.addr) or p.addr for p in list(to) + list(cc or [])))
         return Outbound(kind=kind, message_id=message_id, mail_from=envelope_from, rcpt_to=rcpt,
                         raw=msg.as_bytes(policy=_WIRE), ticket_number=ticket_number)
 
@@ -249,7 +249,24 @@ def _addresses(parties: list[Party]) -> str:
 
 def _addr_spec(party: Party) -> str:
     """The address as it may be written in a header (the common dot-atom case needs no parsing)."""
-    return party.addr if _PLAIN_ADDRESS.fullmatch(party.addr) else _header_address(party).addr_spec
+    if _PLAIN_ADDRESS.fullmatch(party.addr):
+        return party.addr
+    ascii_form = deliverable(party.addr)
+    if ascii_form is None:
+        raise ValueError(f"cannot address mail to {party.addr!r}: not an ASCII address (callers check `deliverable` first)")
+    return _header_address(Party(party.name, ascii_form)).addr_spec
+
+
+def deliverable(address: str) -> str | None:
+    """The address in a form mail can be sent to (IDNA domain), or None when it cannot be (no @, non-ASCII local part)."""
+    local, at, domain = one_line(address).rpartition("@")
+    if not at or not local or not domain or not local.isascii():
+        return None
+    try:
+        domain = domain.strip(".").encode("idna").decode("ascii") if not domain.isascii() else domain
+    except UnicodeError:
+        return None
+    return f"{local}@{domain}" if domain else None
 
 
 def _text_part(body: str) -> MIMEText:

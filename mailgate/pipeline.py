@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from . import agents, slatrack
 from .filing import FilingContext, queue_outbound, sender_name as _name, store_inbound
-from .compose import Composer, Outbound, Party, Threading, tagged_subject
+from .compose import Composer, Outbound, Party, Threading, deliverable, tagged_subject
 from .config import Config
 from .errors import StorageUnavailable
 from .message import Inbound, Mail, parse
@@ -262,7 +262,7 @@ class Pipeline:
             reasons = "; ".join(c.reason for c in verdict.checks if c.hit)
             tx.event(number, "ack_suppressed", reasons or "screen forbids automatic mail")
             return False
-        if not address or "@" not in address or base_address(address) in self.own_addresses:
+        if deliverable(address) is None or base_address(address) in self.own_addresses:
             tx.event(number, "ack_suppressed", f"no usable sender address ({address!r})")
             return False
         if tx.is_bouncing(address):

@@ -112,3 +112,19 @@ def test_30_mib_message_552_over_smtp_but_stored_when_piped(start_daemon, tmp_pa
     with Store(tmp_path / "mailgate.db") as store:
         assert store.query("SELECT length(raw) AS n, state FROM spool") == [{"n": len(raw), "state": "done"}]
         assert store.tickets()[0].subject == "Huge"
+
+
+def test_international_sender_addresses(tmp_path: Path, capsys, monkeypatch) -> None:
+    """An IDN domain is acknowledged in its ASCII (IDNA) form; a non-ASCII local part cannot be answered
+    without SMTPUTF8, so the ticket is opened and the acknowledgement suppressed with a reason."""
+    cfg = write_config(tmp_path)
+    idn = "From: Anna <anna@bücher.example>\r\nSubject: IDN\r\nMessage-ID: <idn@x>\r\n\r\nhi\r\n".encode()
+    utf8_local = "From: Юзер <юзер@пример.рф>\r\nSubject: UTF-8 local part\r\nMessage-ID: <u8@x>\r\n\r\nhi\r\n".encode()
+    for raw in (idn, utf8_local):
+        code, out = ingest(cfg, raw, capsys, monkeypatch)
+        assert code == 0 and "ticketed" in out, out
+    with Store(tmp_path / "mailgate.db") as store:
+        acks = store.query("SELECT ticket_number, rcpt_to FROM outbox WHERE kind='ack'")
+        assert acks == [{"ticket_number": 1, "rcpt_to": '["anna@xn--bcher-kva.example"]'}], acks
+        suppressed = [e.detail for e in store.ticket_events(2) if e.kind == "ack_suppressed"]
+        assert suppressed and "no usable sender address" in suppressed[0]
