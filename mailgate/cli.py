@@ -85,7 +85,7 @@ def _pipeline(config, store):  # type: ignore[no-untyped-def]
 
 def cmd_replay(args: argparse.Namespace) -> int:
     config, store = _store(args)
-    try:
+    with store:
         if args.list:
             rows = store.quarantined()
             for sid, at, error in rows:
@@ -101,8 +101,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
                   + (f" ({outcome.detail})" if outcome.state == "quarantined" else ""))
         print(f"replayed {len(pending)} message(s)")
         return EX_OK
-    finally:
-        store.close()
 
 
 # -- tickets ---------------------------------------------------------------------------------------
@@ -110,10 +108,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_tickets_list(args: argparse.Namespace) -> int:
     _, store = _store(args)
-    try:
+    with store:
         tickets = store.tickets(status=args.status, limit=args.limit)
-    finally:
-        store.close()
     if args.json:
         print(json.dumps([{"number": t.number, "subject": t.subject, "status": t.status, "priority": t.priority,
                            "team": t.team, "assignee": t.assignee, "customer": t.customer, "messages": t.message_count,
@@ -130,15 +126,13 @@ def cmd_tickets_list(args: argparse.Namespace) -> int:
 
 def cmd_tickets_show(args: argparse.Namespace) -> int:
     _, store = _store(args)
-    try:
+    with store:
         ticket = store.ticket(args.number)
         if ticket is None:
             return _fail(f"no ticket #{args.number}", EX_DATAERR)
         messages = store.ticket_messages(args.number)
         events = store.ticket_events(args.number)
         people = store.participants(args.number)
-    finally:
-        store.close()
     if args.json:
         print(json.dumps({
             "number": ticket.number, "subject": ticket.subject, "status": ticket.status, "priority": ticket.priority,
@@ -228,10 +222,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_db_vacuum(args: argparse.Namespace) -> int:
     _, store = _store(args)
-    try:
+    with store:
         before, after = store.vacuum()
-    finally:
-        store.close()
     print(f"{store.path}: vacuumed, {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
     return EX_OK
 
@@ -241,37 +233,31 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
     from .errors import TemporaryFailure
 
     _, store = _store(args)
-    try:
-        size = store.backup(args.file)
-    except TemporaryFailure as exc:
-        return _fail(f"backup failed: {exc}", EX_TEMPFAIL)
-    finally:
-        store.close()
+    with store:
+        try:
+            size = store.backup(args.file)
+        except TemporaryFailure as exc:
+            return _fail(f"backup failed: {exc}", EX_TEMPFAIL)
     print(f"{store.path}: backed up to {args.file} ({size / 1e6:.1f} MB, integrity_check ok)")
     return EX_OK
 
 
 def cmd_db_prune(args: argparse.Namespace) -> int:
-    config, store = _store(args)
+    config = _config(args)
     days = args.days if args.days is not None else config.retention.raw_days_after_close
     if days <= 0:
-        store.close()
         print("retention is off (retention.raw_days_after_close: 0); nothing cleared (or give --days N)")
         return EX_OK
-    try:
+    with _store(args)[1] as store:
         cleared = store.prune_raw(days)
-    finally:
-        store.close()
     print(f"cleared the raw bytes of {cleared} message(s) of tickets closed more than {days} days ago (sha256 kept)")
     return EX_OK
 
 
 def cmd_db_check(args: argparse.Namespace) -> int:
     _, store = _store(args)
-    try:
+    with store:
         problems = store.integrity_check()
-    finally:
-        store.close()
     if problems == ["ok"]:
         print(f"{store.path}: integrity_check ok")
         return EX_OK
@@ -307,10 +293,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from . import report
 
     _, store = _store(args)
-    try:
+    with store:
         figures = report.build(store, args.since, args.until, args.by)
-    finally:
-        store.close()
     if args.html:
         Path(args.html).write_text(report.render_html(figures), encoding="utf-8")
         if not args.json:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from conftest import free_port, mail, run_cli, send, write_config
+from conftest import free_port, mail, run_cli, send, wait_until, write_config
+from test_ops_helpers import DaemonProcess
 
 from mailgate.store import Store
 
@@ -62,47 +58,23 @@ def test_rows_left_spooled_are_filed_at_start_up(tmp_path: Path, start_daemon) -
     assert d.store.spool_counts() == {"done": 3}
 
 
-def _serve(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "mailgate.cli", "--config", str(cfg), "serve"],
-                            stdout=subprocess.DEVNULL, stderr=log.open("ab"))
-
-
-def _wait_port(port: int, timeout: float = 10) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"daemon did not listen on {port}")
-
-
 def test_kill_9_right_after_250_loses_nothing(tmp_path: Path) -> None:
     port = free_port()
     cfg = write_config(tmp_path, smtp={"host": "127.0.0.1", "port": port})
-    log = tmp_path / "serve.log"
-    proc = _serve(cfg, log)
+    daemon = DaemonProcess(cfg, tmp_path / "serve.log").start()
     try:
-        _wait_port(port)
+        daemon.wait_ready(port)
         code, _ = send(port, mail("Kill me", message_id="kill9"))
         assert code == 250
-        os.kill(proc.pid, signal.SIGKILL)  # the promise of the 250 must survive this
-        proc.wait(5)
+        daemon.kill()  # SIGKILL: the promise of the 250 must survive this
         with Store(tmp_path / "mailgate.db") as store:
             assert store.query("SELECT count(*) AS n FROM spool WHERE sha256 IS NOT NULL") == [{"n": 1}]
-        proc = _serve(cfg, log)
-        _wait_port(port)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        daemon.start().wait_ready(port)
+
+        def filed() -> list[str]:
             with Store(tmp_path / "mailgate.db") as store:
-                tickets = store.tickets()
-            if tickets:
-                break
-            time.sleep(0.1)
-        assert [t.subject for t in tickets] == ["Kill me"], log.read_text()
+                return [t.subject for t in store.tickets()]
+
+        assert wait_until(filed, what="the message filed after the restart") == ["Kill me"], daemon.log()
     finally:
-        proc.terminate()
-        assert proc.wait(15) == 0, log.read_text()
+        assert daemon.stop() == 0, daemon.log()

@@ -14,11 +14,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import REPO
+from conftest import REPO, wait_until  # noqa: F401  (re-exported for the ops tests)
 
 # Execs mailgate in the same process after putting the inherited socket on fd 3 and LISTEN_PID to our own pid:
 # what systemd does between fork() and exec() for a socket-activated service.
@@ -148,12 +147,3 @@ def query(db: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...
     finally:
         conn.close()
 
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

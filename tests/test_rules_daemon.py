@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from conftest import REPO, free_port, mail, run_cli, send, write_config
+from conftest import REPO, free_port, mail, run_cli, send, wait_until, write_config
+from test_ops_helpers import DaemonProcess
 
 from mailgate.store import Store
 
@@ -50,29 +49,12 @@ def test_rules_test_explains_without_touching_the_database(tmp_path: Path) -> No
     assert not (tmp_path / "mailgate.db").exists()
 
 
-def _serve(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "mailgate.cli", "--config", str(cfg), "serve"],
-                            stdout=subprocess.DEVNULL, stderr=log.open("ab"))
-
-
-def _ticket(db: Path, subject: str, timeout: float = 10):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _ticket(db: Path, subject: str):  # type: ignore[no-untyped-def]
+    def find():  # type: ignore[no-untyped-def]
         with Store(db) as store:
-            for t in store.tickets():
-                if t.subject == subject:
-                    return t, store.ticket_events(t.number)
-        time.sleep(0.1)
-    raise AssertionError(f"no ticket {subject!r}")
+            return next(((t, store.ticket_events(t.number)) for t in store.tickets() if t.subject == subject), None)
 
-
-def _wait_log(log: Path, text: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in log.read_text():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not logged:\n{log.read_text()}")
+    return wait_until(find, what=f"a ticket {subject!r}")
 
 
 def test_sighup_reload_good_edit_applies_bad_edit_keeps_last_good(tmp_path: Path) -> None:
@@ -80,32 +62,30 @@ def test_sighup_reload_good_edit_applies_bad_edit_keeps_last_good(tmp_path: Path
     cfg = write_config(tmp_path, smtp={"host": "127.0.0.1", "port": port})
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES % "invoice")
-    log = tmp_path / "serve.log"
-    proc = _serve(cfg, log)
+    daemon = DaemonProcess(cfg, tmp_path / "serve.log").start()
     try:
-        _wait_log(log, "mailgate ready")
+        daemon.wait_for_log("mailgate ready")
         assert send(port, mail("About my invoice", message_id="r1"))[0] == 250
         t, events = _ticket(tmp_path / "mailgate.db", "About my invoice")
         assert (t.team, t.priority, t.tags) == ("billing", "high", ("money",))
         assert any(e.kind == "rule_matched" and e.detail.startswith("money:") for e in events)
 
         rules.write_text(RULES % "refund")  # good edit
-        os.kill(proc.pid, signal.SIGHUP)
-        _wait_log(log, "reload (SIGHUP): rules and templates reloaded")
+        daemon.send_signal(signal.SIGHUP)
+        daemon.wait_for_log("reload (SIGHUP): rules and templates reloaded")
         assert send(port, mail("A refund please", message_id="r2"))[0] == 250
         assert _ticket(tmp_path / "mailgate.db", "A refund please")[0].team == "billing"
         assert send(port, mail("Another invoice", message_id="r3"))[0] == 250
         assert _ticket(tmp_path / "mailgate.db", "Another invoice")[0].team is None
 
         rules.write_text(RULES.replace("contains:", "containz:") % "refund")  # bad edit
-        os.kill(proc.pid, signal.SIGHUP)
-        _wait_log(log, "keeping the last good rules")
-        assert f"{rules}:10:".encode() in log.read_bytes() or f"{rules}:10:" in log.read_text()
+        daemon.send_signal(signal.SIGHUP)
+        daemon.wait_for_log("keeping the last good rules")
+        assert f"{rules}:10:" in daemon.log()
         assert send(port, mail("Refund again", message_id="r4"))[0] == 250  # intake never stops
         assert _ticket(tmp_path / "mailgate.db", "Refund again")[0].team == "billing"  # old routing still live
     finally:
-        proc.terminate()
-        assert proc.wait(15) == 0, log.read_text()
+        assert daemon.stop() == 0, daemon.log()
 
 
 def test_rules_file_change_is_picked_up_without_a_signal(start_daemon, tmp_path: Path) -> None:
