@@ -70,7 +70,8 @@ def bench_pipeline(n: int) -> None:
           f"filing (parse+screen+thread+rules+ack, one txn each) {n / proc_s:8.0f} msg/s")
 
 
-def bench_smtp(n: int, clients: int) -> None:
+def bench_smtp(n: int, clients: int, rate: float = 0.0) -> None:
+    """Burst (rate 0: as fast as the clients can) or paced at `rate` messages/s in total."""
     import socket
 
     with socket.socket() as s:
@@ -87,8 +88,11 @@ def bench_smtp(n: int, clients: int) -> None:
         lock = threading.Lock()
 
         def client(indices: range) -> None:
+            start = time.perf_counter()
             with smtplib.SMTP("127.0.0.1", port) as c:
-                for i in indices:
+                for k, i in enumerate(indices):
+                    if rate:
+                        time.sleep(max(0.0, start + k * clients / rate - time.perf_counter()))
                     raw = message(i)
                     t = time.perf_counter()
                     c.sendmail("customer@client.test", ["support@example.test"], raw)
@@ -115,19 +119,22 @@ def bench_smtp(n: int, clients: int) -> None:
         daemon.request_stop()
         thread.join(30)
     a, l = percentiles(accept), percentiles(latencies)
-    print(f"smtp: {clients} clients, {total} messages: accepted {total / accepted_s:6.0f} msg/s, "
+    mode = f"paced at {rate:.0f} msg/s" if rate else "burst"
+    print(f"smtp ({mode}): {clients} clients, {total} messages: accepted {total / accepted_s:6.0f} msg/s, "
           f"all filed and acknowledged {total / done_s:6.0f} msg/s")
-    print(f"smtp: acceptance latency (DATA end -> 250) p50 {a.p50:6.1f} ms  p99 {a.p99:6.1f} ms  (mean {statistics.mean(accept):.1f})")
-    print(f"smtp: acknowledgement latency (received -> sent to Maildir) p50 {l.p50:7.1f} ms  p99 {l.p99:7.1f} ms  over {len(latencies)} acks")
+    print(f"smtp ({mode}): acceptance latency (DATA end -> 250) p50 {a.p50:6.1f} ms  p99 {a.p99:6.1f} ms  (mean {statistics.mean(accept):.1f})")
+    print(f"smtp ({mode}): acknowledgement latency (received -> sent to Maildir) p50 {l.p50:7.1f} ms  p99 {l.p99:7.1f} ms  over {len(latencies)} acks")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=50.0, help="offered load of the paced run, messages/s")
     args = parser.parse_args()
     bench_pipeline(args.n)
     bench_smtp(args.n, args.clients)
+    bench_smtp(min(args.n, int(args.rate * 20)), args.clients, args.rate)
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
