@@ -119,7 +119,8 @@ class Pipeline:
                                      is_agent=rt.ruleset.is_agent)
         linked = link(mail, entry.inbound, tx, settings)
 
-        if rt.ruleset.is_agent(mail.sender) and linked.ticket_number is not None and linked.evidence in ("references", "reply_token", "subject_tag"):
+        if rt.ruleset.is_agent(mail.sender) and linked.ticket_number is not None and linked.evidence != "none":
+            # agents.py decides whether the evidence is an agent's own (token, notification) or only a claim
             filed = agents.file_agent_reply(self._context(tx, entry, mail, verdict, rt), linked)
             tx.set_spool_state(sid, "done", message_id=mail.message_id, ticket_number=linked.ticket_number)
             return Outcome(sid, filed.state, mail.message_id, linked.ticket_number, filed.detail)
@@ -150,7 +151,7 @@ class Pipeline:
 
     def _add_copied_people(self, tx: Tx, number: int, mail: Mail, rt: Runtime, extra_cc: tuple[str, ...] = ()) -> None:
         """To/Cc addresses of a customer's mail (not ours, not agents) become receiving participants."""
-        for addr in [a for a in mail.to + mail.cc] :
+        for addr in mail.to + mail.cc:
             if not addr.addr or base_address(addr.addr) in self.own_addresses or rt.ruleset.is_agent(addr.addr):
                 continue
             if tx.add_participant(number, addr.addr, addr.name, "cc", True):
