@@ -22,6 +22,8 @@ import pytest
 import yaml
 from aiosmtpd.controller import Controller
 
+pytest_plugins = ["dovecot"]  # the throwaway Dovecot fixtures (tests/dovecot.py)
+
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
 

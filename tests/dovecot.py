@@ -1,8 +1,7 @@
 """A throwaway Dovecot IMAP server for tests: `dovecot` fixture (loopback port, passwd-file users, Maildir in tmp, no TLS).
 
-Use it from a test module with ``from tests.dovecot import dovecot  # noqa: F401`` or from conftest.py with
-``pytest_plugins = ["tests.dovecot"]``. Needs Debian's ``dovecot-imapd``; without it the tests skip, except
-in CI (``CI=true``) where they fail. As root, the mail processes run as the ``dovenull``-style system user
+conftest.py registers it (``pytest_plugins = ["dovecot"]``), so tests just ask for the fixture. Needs Debian's
+``dovecot-imapd``; without it the tests skip, except in CI (``CI=true``) where they fail. As root, the mail processes run as the ``dovenull``-style system user
 named by ``MAILGATE_TEST_DOVECOT_USER`` (default: ``dovecot`` when it exists, else ``nobody``), because
 Dovecot refuses mail access as uid 0; as a normal user everything runs as that user.
 """

@@ -19,10 +19,7 @@ from mailgate.config import MiB, ImapAccount
 from mailgate.sources import ImapSource
 from mailgate.store import Store
 
-try:  # rootdir on sys.path (pythonpath = ["."], or tests/ as a package)
-    from tests.dovecot import Dovecot, dovecot, dovecot_no_idle  # noqa: F401 - fixtures
-except ImportError:  # pytest's default "prepend" import mode puts tests/ itself on sys.path
-    from dovecot import Dovecot, dovecot, dovecot_no_idle  # type: ignore[no-redef]  # noqa: F401
+from dovecot import Dovecot  # the fixtures `dovecot` and `dovecot_no_idle` come from conftest's pytest_plugins
 
 LOGGER = "mailgate.imap.test"
 

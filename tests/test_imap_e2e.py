@@ -7,10 +7,7 @@ from typing import Any
 
 from conftest import RunningDaemon, send
 
-try:
-    from tests.dovecot import Dovecot, dovecot  # noqa: F401 - fixture
-except ImportError:
-    from dovecot import Dovecot, dovecot  # type: ignore[no-redef]  # noqa: F401
+from dovecot import Dovecot  # the fixture `dovecot` comes from conftest's pytest_plugins
 
 
 def raw(n: int) -> bytes:

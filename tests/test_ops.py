@@ -22,10 +22,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from conftest import SinkHandler, free_port, mail, run_cli, write_config
 from test_ops_helpers import DaemonProcess, crlf, query, try_send, wait_until
 
-try:
-    from tests.dovecot import Dovecot, dovecot  # noqa: F401 - fixture
-except ImportError:  # pragma: no cover - run from inside tests/
-    from dovecot import Dovecot, dovecot  # type: ignore[no-redef]  # noqa: F401
+from dovecot import Dovecot  # the fixture `dovecot` comes from conftest's pytest_plugins
 
 RELAY_PASSWORD = "s3cret-Relay-Pa55"
 BODY_SENTENCE = "My grandmother's recipe for plum cake is attached below."

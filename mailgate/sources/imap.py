@@ -10,14 +10,10 @@ and jitter, one log line each; nothing raises out of `run()`.
 
 from __future__ import annotations
 
-import ast
 import imaplib
-import ipaddress
 import logging
 import random
 import socket
-import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,13 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError, LoginError
-from imapclient.imapclient import DELETED, SocketTimeout
+from imapclient.exceptions import IMAPClientError
+from imapclient.imapclient import DELETED
 
-from ..config import Config, ImapAccount, read_secret_file
-from ..errors import ConfigError, MailgateError, StorageUnavailable
+from ..config import Config, ImapAccount
+from ..errors import ConfigError, StorageUnavailable
 from ..message import Inbound
 from ..store import Store
+from .imap_login import AuthenticationFailed, ConnectionLost, ImapConnector, TokenCommandFailed, server_text
 
 IDLE_RENEW = 25 * 60.0  # RFC 2177: clients should re-issue IDLE at least every 29 minutes
 IDLE_TICK = 1.0  # longest wait inside IDLE before `stop` is looked at again
@@ -50,60 +47,10 @@ class CheckResult:
     detail: str
 
 
-class AuthenticationFailed(MailgateError):
-    """The server refused the password or the OAuth2 token."""
-
-
-class TokenCommandFailed(MailgateError):
-    """The OAuth2 token command failed, timed out or printed nothing."""
-
-
-class ConnectionLost(MailgateError):
-    """The server closed the connection (BYE or end of stream)."""
-
-
 @dataclass(frozen=True)
 class _Candidate:
     uid: int
     size: int
-
-
-class _XOAuth2:
-    """The XOAUTH2 SASL exchange: send the bearer token, answer an error challenge with an empty line."""
-
-    def __init__(self, user: str, token: str):
-        self.initial = f"user={user}\x01auth=Bearer {token}\x01\x01".encode()
-        self.steps = 0
-        self.server_error = ""
-
-    def __call__(self, challenge: bytes) -> bytes:
-        self.steps += 1
-        if self.steps == 1:
-            return self.initial
-        self.server_error = challenge.decode("utf-8", "replace")  # JSON like {"status":"401",...}
-        return b""
-
-
-def _server_text(exc: BaseException) -> str:
-    """The server's words from an imapclient/imaplib error (which often arrive as a bytes repr)."""
-    text = str(exc.args[0] if exc.args else exc)
-    if isinstance(exc.args[0] if exc.args else None, bytes):
-        text = exc.args[0].decode("utf-8", "replace")
-    elif text.startswith(("b'", 'b"')):
-        try:
-            text = ast.literal_eval(text).decode("utf-8", "replace")
-        except (ValueError, SyntaxError, AttributeError):
-            pass
-    return text.strip()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ImapSource:
@@ -132,10 +79,11 @@ class ImapSource:
         self._attempts: dict[tuple[str, int, int], int] = {}
         self._lock = threading.Lock()
         self._active: dict[str, IMAPClient] = {}  # folder -> its live connection (closed on stop when stuck)
+        self.connector = ImapConnector(account, self.config, log, timeout, token_timeout)
 
     @property
     def where(self) -> str:
-        return f"{self.account.host}:{self.account.port}"
+        return self.connector.where
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -171,7 +119,7 @@ class ImapSource:
         try:
             client = self._connect()
         except Exception as exc:  # noqa: BLE001 - reported, not raised
-            return CheckResult(False, f"imap {self.label}: {self._describe(exc)}")
+            return CheckResult(False, f"imap {self.label}: {self.connector.describe(exc)}")
         folder = ""
         try:
             parts = []
@@ -186,82 +134,19 @@ class ImapSource:
                                      f"{', '.join(parts)}; {mode}; after commit: {after}")
         except Exception as exc:  # noqa: BLE001
             what = f"cannot select folder {folder!r}: " if isinstance(exc, IMAPClientError) and folder else ""
-            return CheckResult(False, f"imap {self.label}: {what}{self._describe(exc)}")
+            return CheckResult(False, f"imap {self.label}: {what}{self.connector.describe(exc)}")
         finally:
-            self._close(client)
+            self.connector.close(client)
 
     # -- connection -----------------------------------------------------------------------------
 
     def _connect(self, folder: str | None = None) -> IMAPClient:
-        a = self.account
-        timeout = SocketTimeout(connect=min(self.timeout, 30.0), read=self.timeout)
-        context = ssl.create_default_context()
-        if a.tls == "implicit":
-            client = IMAPClient(a.host, a.port, ssl=True, ssl_context=context, timeout=timeout)
-        else:
-            client = IMAPClient(a.host, a.port, ssl=False, timeout=timeout)
-        if folder is not None:
-            with self._lock:
-                self._active[folder] = client
-        try:
-            if a.tls == "starttls":
-                client.starttls(context)  # a failure raises: never fall back to plain text
-            elif a.tls == "none" and not _is_loopback(a.host):
-                self.log.warning("imap %s: tls is 'none' for non-loopback host %s: password and mail cross the network "
-                                 "in clear text", self.label, a.host)
-            self._login(client)
-        except BaseException:
-            self._close(client)
-            raise
-        return client
+        def opened(client: IMAPClient) -> None:
+            if folder is not None:
+                with self._lock:
+                    self._active[folder] = client
 
-    def _login(self, client: IMAPClient) -> None:
-        a = self.account
-        if a.oauth2_token_command:
-            token = self._token()
-            mech = _XOAuth2(a.username, token)
-            try:
-                client.sasl_login("XOAUTH2", mech)
-            except LoginError as exc:
-                extra = f" ({mech.server_error})" if mech.server_error else ""
-                raise AuthenticationFailed(f"OAuth2 token rejected for user {a.username} at {self.where}: "
-                                           f"{_server_text(exc)}{extra} (is the token expired or revoked?)") from None
-            return
-        password = a.password
-        if a.password_file:
-            password = read_secret_file(self.config, a.password_file, f"IMAP account {self.label}: password_file")
-        try:
-            client.login(a.username, password)
-        except LoginError as exc:
-            raise AuthenticationFailed(
-                f"authentication failed for user {a.username} at {self.where}: {_server_text(exc)}") from None
-
-    def _token(self) -> str:
-        cmd = self.account.oauth2_token_command
-        try:
-            proc = subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True, timeout=self.token_timeout,
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise TokenCommandFailed(f"OAuth2 token command timed out after {self.token_timeout:g} s: {cmd}") from None
-        except OSError as exc:
-            raise TokenCommandFailed(f"OAuth2 token command could not be run ({exc}): {cmd}") from None
-        if proc.returncode != 0:
-            err = (proc.stderr.strip().splitlines() or ["no error output"])[-1]
-            raise TokenCommandFailed(f"OAuth2 token command exited with status {proc.returncode} ({err}): {cmd}")
-        lines = proc.stdout.strip().splitlines()
-        if not lines or not lines[0].strip():
-            raise TokenCommandFailed(f"OAuth2 token command printed no token: {cmd}")
-        return lines[0].strip()
-
-    @staticmethod
-    def _close(client: IMAPClient) -> None:
-        try:
-            client.logout()
-        except Exception:  # noqa: BLE001 - the connection is often gone already
-            try:
-                client.shutdown()
-            except Exception:  # noqa: BLE001
-                pass
+        return self.connector.connect(opened)
 
     # -- the loop per folder ----------------------------------------------------------------------
 
@@ -288,44 +173,19 @@ class ImapSource:
                 level = logging.ERROR if isinstance(exc, (AuthenticationFailed, TokenCommandFailed, ConfigError)) \
                     else logging.WARNING
                 self.log.log(level, "imap %s/%s: %s; next try in %.1f s (attempt %d)", self.label, folder,
-                             self._describe(exc), delay, failures,
-                             exc_info=exc if self._unexpected(exc) else None)
+                             self.connector.describe(exc), delay, failures,
+                             exc_info=exc if self.connector.unexpected(exc) else None)
                 stop.wait(delay)
             finally:
                 with self._lock:
                     self._active.pop(folder, None)
                 if client is not None:
-                    self._close(client)
+                    self.connector.close(client)
 
     def _delay(self, failures: int) -> float:
         """Exponential backoff with equal jitter: [d/2, d] where d = base * 2^(n-1), capped."""
         d = min(self.backoff_max, self.backoff_base * 2 ** min(failures - 1, 30))
         return d / 2 + self.rng.uniform(0, d / 2)
-
-    @staticmethod
-    def _unexpected(exc: BaseException) -> bool:
-        return not isinstance(exc, (MailgateError, OSError, IMAPClientError, imaplib.IMAP4.error))
-
-    def _describe(self, exc: BaseException) -> str:
-        if isinstance(exc, (MailgateError,)):
-            return str(exc)
-        if isinstance(exc, ssl.SSLError):
-            return f"TLS failure with {self.where}: {exc.reason or exc}"
-        if isinstance(exc, ssl.CertificateError):
-            return f"TLS certificate of {self.where} not accepted: {exc}"
-        if isinstance(exc, (socket.timeout, TimeoutError)):
-            return f"timed out talking to {self.where}"
-        if isinstance(exc, ConnectionRefusedError):
-            return f"cannot connect to {self.where}: connection refused"
-        if isinstance(exc, socket.gaierror):
-            return f"cannot resolve {self.account.host}: {exc.strerror or exc}"
-        if isinstance(exc, OSError):
-            return f"connection to {self.where} failed: {exc.strerror or exc}"
-        if isinstance(exc, imaplib.IMAP4.abort):
-            return f"connection to {self.where} lost: {_server_text(exc)}"
-        if isinstance(exc, IMAPClientError):
-            return f"server {self.where} said: {_server_text(exc)}"
-        return f"unexpected {type(exc).__name__}: {exc}"
 
     def _watch(self, client: IMAPClient, folder: str, stop: threading.Event, healthy: Callable[[], None]) -> None:
         a = self.account
@@ -533,7 +393,7 @@ class ImapSource:
                 for uid in uids:
                     out.update(self._fetch_bodies(client, folder, uidvalidity, [uid]))
                 return out
-            self._failed(folder, uidvalidity, uids[0], f"FETCH failed: {_server_text(exc)}")
+            self._failed(folder, uidvalidity, uids[0], f"FETCH failed: {server_text(exc)}")
             return {}
         out = {}
         for uid in uids:
@@ -580,7 +440,7 @@ class ImapSource:
             raise
         except IMAPClientError as exc:
             for uid in uids:
-                self._failed(folder, uidvalidity, uid, f"spooled, but {a.after} failed: {_server_text(exc)}")
+                self._failed(folder, uidvalidity, uid, f"spooled, but {a.after} failed: {server_text(exc)}")
             return
         settled.update(uids)
 
