@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, free_port, mail, run_cli, send, write_config
+from conftest import CORPUS, mail, run_cli, send, write_config
 
 from mailgate import cli
 from mailgate.store import Store
