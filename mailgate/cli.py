@@ -158,6 +158,26 @@ def cmd_tickets_show(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    with store:
+        try:
+            hits = store.search(" ".join(args.words), limit=args.limit)
+        except ValueError as exc:
+            return _fail(f"{exc}; see https://sqlite.org/fts5.html#full_text_query_syntax", EX_USAGE)
+    if args.json:
+        print(json.dumps([{"ticket": h.ticket_number, "message_id": h.message_id, "kind": h.kind, "from": h.from_addr,
+                           "subject": h.subject, "created_at": h.created_at.isoformat(), "snippet": h.snippet} for h in hits],
+                         indent=2))
+        return EX_OK
+    _table(("TICKET", "WHEN", "KIND", "FROM", "SUBJECT", "MATCH"),
+           [(f"#{h.ticket_number}" if h.ticket_number else "-", f"{h.created_at:%Y-%m-%d}", h.kind, h.from_addr,
+             h.subject[:40], h.snippet[:70]) for h in hits])
+    if not hits:
+        print("nothing found")
+    return EX_OK
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max([len(h)] + [len(str(r[i])) for r in rows]) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
@@ -340,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("number", type=int)
     p.add_argument("--json", action="store_true", help="a JSON object for scripts")
     p.set_defaults(func=cmd_tickets_show)
+
+    p = sub.add_parser("search", help="full-text search over subjects and message text (FTS5 syntax)")
+    p.add_argument("words", nargs="+", help='words, "a phrase", OR, prefix*')
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="a JSON array for scripts")
+    p.set_defaults(func=cmd_search)
 
     rules = sub.add_parser("rules", help="check and try routing rules").add_subparsers(dest="rules_command", required=True)
     p = rules.add_parser("check", help="validate rules.yaml; errors as file:line:column")

@@ -118,3 +118,16 @@ def test_tickets_cli_json(start_daemon, smtp_sink: SmtpSink) -> None:
     assert shown["messages"][1]["subject"] == "Re: JSON please [Support #1]"
     text = run_cli("--config", str(d.config_path), "tickets", "show", "1").stdout.decode()
     assert "Ticket #1: JSON please" in text and "ack_queued" in text
+
+
+def test_search_finds_messages_by_words_and_explains_bad_queries(start_daemon, smtp_sink: SmtpSink) -> None:
+    d = start_daemon(relay=relay(smtp_sink))
+    send(d.port, mail("Printer on fire", "The toner cartridge is smoking.", message_id="s1"))
+    send(d.port, mail("Invoice question", "Why was I charged twice?", message_id="s2", sender="bob@client.test"))
+    d.wait_until(lambda: len(d.store.tickets()) == 2, what="two tickets")
+    found = json.loads(run_cli("--config", str(d.config_path), "search", "toner", "--json").stdout)
+    assert [(h["ticket"], h["message_id"], h["kind"]) for h in found] == [(1, "s1@client.test", "customer")]
+    assert "[toner]" in found[0]["snippet"]
+    assert json.loads(run_cli("--config", str(d.config_path), "search", "charg*", "--json").stdout)[0]["ticket"] == 2
+    bad = run_cli("--config", str(d.config_path), "search", '"unclosed')
+    assert bad.returncode == 64 and b"cannot search for" in bad.stderr and b"fts5" in bad.stderr

@@ -7,9 +7,9 @@
 """
 
 from .database import BUSY_TIMEOUT_MS, Store, probe
-from .records import Event, OutboxItem, Participant, SpoolEntry, StoredMessage, Ticket, iso, parse_iso, utcnow
+from .records import Event, OutboxItem, Participant, SearchHit, SpoolEntry, StoredMessage, Ticket, iso, parse_iso, utcnow
 from .schema import MIGRATIONS, migration
 from .tx import Tx
 
-__all__ = ["BUSY_TIMEOUT_MS", "MIGRATIONS", "Event", "OutboxItem", "Participant", "SpoolEntry", "Store", "StoredMessage",
+__all__ = ["BUSY_TIMEOUT_MS", "MIGRATIONS", "Event", "OutboxItem", "Participant", "SearchHit", "SpoolEntry", "Store", "StoredMessage",
            "Ticket", "Tx", "iso", "migration", "parse_iso", "probe", "utcnow"]

@@ -23,7 +23,7 @@ import sqlite_utils
 
 from ..errors import StorageUnavailable
 from ..message import Inbound
-from .records import (Event, OutboxItem, Participant, SpoolEntry, StoredMessage, Ticket, iso, message_from_row,
+from .records import (Event, OutboxItem, Participant, SearchHit, SpoolEntry, StoredMessage, Ticket, iso, message_from_row,
                       outbox_item_from_row, parse_iso, ticket_from_row, utcnow)
 from .schema import MIGRATIONS
 from .tx import Tx
@@ -412,6 +412,24 @@ class Store:
 
     def message_count(self) -> int:
         return self.call(lambda: self.conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    def search(self, text: str, limit: int = 50) -> list[SearchHit]:
+        """Messages matching a full-text query (SQLite FTS5 syntax: words, "phrases", OR, prefix*), best first."""
+
+        def run() -> list[SearchHit]:
+            try:
+                rows = self.conn.execute(
+                    "SELECT m.ticket_number, m.message_id, m.kind, m.from_addr, m.subject, m.created_at,"
+                    " snippet(messages_fts, 1, '[', ']', ' … ', 12) AS snippet"
+                    " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
+                    " WHERE messages_fts MATCH ? ORDER BY rank LIMIT ?", (text, limit)).fetchall()
+            except sqlite3.OperationalError as exc:  # the query's syntax, not the database's health
+                raise ValueError(f"cannot search for {text!r}: {exc}") from None
+            return [SearchHit(r["ticket_number"], r["message_id"], r["kind"], r["from_addr"] or "", r["subject"] or "",
+                              parse_iso(r["created_at"]), " ".join((r["snippet"] or "").split()))  # type: ignore[arg-type]
+                    for r in rows]
+
+        return self.call(run)
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Read-only SQL for reports and tests (rows as dicts)."""

@@ -71,6 +71,19 @@ class StoredMessage:
 
 
 @dataclass(frozen=True)
+class SearchHit:
+    """A message found by full-text search, with a snippet around the match."""
+
+    ticket_number: int | None
+    message_id: str
+    kind: str
+    from_addr: str
+    subject: str
+    created_at: datetime
+    snippet: str
+
+
+@dataclass(frozen=True)
 class Event:
     ticket_number: int | None
     at: datetime
