@@ -96,15 +96,7 @@ def via_stdlib(raw: bytes) -> Extract:
 
 def via_mailgate(raw: bytes) -> Extract:
     """mailgate.message.parse(): the stdlib underneath plus mailgate's own decoding and limits."""
-    mail = parse(raw)
-    return Extract(
-        from_email=mail.from_addr.addr if mail.from_addr else "",
-        from_name=mail.from_addr.name if mail.from_addr else "",
-        subject=mail.subject,
-        text=mail.text,
-        html=mail.html,
-        attachments=tuple((a.filename, a.content) for a in mail.attachments),
-    )
+    return Extract.of(parse(raw))
 
 
 PARSERS: dict[str, Callable[[bytes], Extract]] = {

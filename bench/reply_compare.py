@@ -10,8 +10,6 @@ Run: .venv/bin/python bench/reply_compare.py
 
 from __future__ import annotations
 
-import email
-import email.policy
 import os
 import re
 import sys
@@ -22,14 +20,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from email_reply_parser import EmailReplyParser as ErpParser  # noqa: E402
 from mailparser_reply import EmailReplyParser as MprParser  # noqa: E402
 from mailparser_reply.constants import MAIL_LANGUAGES  # noqa: E402
 
 from mailgate.replytext import visible_reply  # noqa: E402
+from test_replytext import first_text_plain, norm  # noqa: E402  (the tests' own reading of the corpus)
 
-CORPUS = Path(os.environ.get("MAILGATE_CORPUS", "/work/shared/corpus"))
+CORPUS = Path(os.environ.get("MAILGATE_CORPUS", ROOT.parent / "shared" / "corpus"))
 EXPECTED = ROOT / "tests" / "data" / "reply_expected"
 
 
@@ -40,19 +40,6 @@ class Case:
     text: str
     expected: tuple[str, ...]  # any of these is right
     sender: str = ""
-
-
-def norm(text: str) -> str:
-    lines = [" ".join(line.split()) for line in text.replace("\r\n", "\n").split("\n")]
-    return re.sub(r"\n{2,}", "\n\n", "\n".join(lines)).strip()
-
-
-def first_text_plain(raw: bytes) -> str:
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    for part in msg.walk():
-        if part.get_content_type() == "text/plain":
-            return str(part.get_content())  # type: ignore[attr-defined]
-    return ""
 
 
 def _without_trailing_signature(text: str) -> str:

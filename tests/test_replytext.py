@@ -12,7 +12,7 @@ import pytest
 
 from mailgate.replytext import COMMANDS, MAX_PARSE_CHARS, Command, strip_commands, visible_reply
 
-CORPUS = Path(os.environ.get("MAILGATE_CORPUS", "/work/shared/corpus"))
+CORPUS = Path(os.environ.get("MAILGATE_CORPUS", Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"))
 TALON = CORPUS / "mailgun-talon"
 EXPECTED = Path(__file__).parent / "data" / "reply_expected"
 

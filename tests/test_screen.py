@@ -18,7 +18,7 @@ from mailgate.screen import (
     screen,
 )
 
-CORPUS = Path(os.environ.get("MAILGATE_CORPUS", "/work/shared/corpus"))
+CORPUS = Path(os.environ.get("MAILGATE_CORPUS", Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"))
 OWN = frozenset({"support@example.com", "help@example.com"})
 NOW = datetime(2024, 6, 4, 9, 0, tzinfo=timezone.utc)
 RULE_NAMES = [rule.__name__.removeprefix("rule_") for rule in RULES]

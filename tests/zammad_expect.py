@@ -14,11 +14,14 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-CORPUS = Path("/work/shared/corpus")
+if TYPE_CHECKING:
+    from mailgate.message import Mail
+
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"  # ../shared/corpus beside the repo
 ZAMMAD = CORPUS / "zammad"
 
 
@@ -137,6 +140,13 @@ class Extract:
     text: str
     html: str | None
     attachments: tuple[tuple[str, bytes], ...]  # (file name, decoded bytes)
+
+    @classmethod
+    def of(cls, mail: "Mail") -> "Extract":
+        """The fields of a parsed `mailgate.message.Mail`."""
+        return cls(from_email=mail.from_addr.addr if mail.from_addr else "",
+                   from_name=mail.from_addr.name if mail.from_addr else "", subject=mail.subject, text=mail.text,
+                   html=mail.html, attachments=tuple((a.filename, a.content) for a in mail.attachments))
 
 
 FIELDS = ("from_email", "from_display_name", "subject", "body", "attachments")
