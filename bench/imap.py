@@ -22,7 +22,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from imapclient import IMAPClient  # noqa: E402
 
 from mailgate.config import ImapAccount  # noqa: E402
 from mailgate.sources import ImapSource  # noqa: E402
