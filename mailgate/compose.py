@@ -231,6 +231,17 @@ class Composer:
 
 
 _WIRE = email.policy.compat32.clone(linesep="\r\n")  # SMTP lines end in CRLF
+
+
+def resent_copy(raw: bytes, *, resent_from: str, resent_to: str, loop_domain: str, date: datetime) -> bytes:
+    """A forwarded copy of a message as it arrived: RFC 5322 Resent-* fields and our loop marker on top of its bytes."""
+    block = Message()
+    block["Resent-From"] = _addresses([Party("", resent_from)])
+    block["Resent-To"] = _addresses([Party("", resent_to)])
+    block["Resent-Date"] = format_datetime(date)
+    block[LOOP_HEADER] = loop_domain
+    head = block.as_bytes(policy=_WIRE)
+    return head[: head.index(b"\r\n\r\n") + 2] + raw
 _UTF8_QP = email.charset.Charset("utf-8")
 _UTF8_QP.body_encoding = email.charset.QP
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from . import agents, slatrack
 from .filing import FilingContext, queue_outbound, sender_name as _name, store_inbound
-from .compose import Composer, Outbound, Party, Threading, deliverable, tagged_subject
+from .compose import Composer, Outbound, Party, Threading, deliverable, resent_copy, tagged_subject
 from .config import Config
 from .errors import StorageUnavailable
 from .message import Inbound, Mail, parse
@@ -301,10 +301,10 @@ class Pipeline:
 
     def _queue_forward(self, tx: Tx, number: int, entry: SpoolEntry, mail: Mail, to: str) -> None:
         support = self.config.support_addresses[0]
-        prefix = (f"Resent-From: {support}\r\nResent-To: {to}\r\nResent-Date: {self.clock():%a, %d %b %Y %H:%M:%S +0000}\r\n"
-                  f"X-Mailgate-Loop: {self.config.domain}\r\n").encode()
+        raw = resent_copy(entry.inbound.raw, resent_from=support, resent_to=to, loop_domain=self.config.domain,
+                          date=self.clock())
         tx.queue_mail(ticket_number=number, kind="forward", message_id=mail.message_id, mail_from=support, rcpt_to=[to],
-                      raw=prefix + entry.inbound.raw, due_at=self.clock())
+                      raw=raw, due_at=self.clock())
         tx.event(number, "forwarded", f"copy queued to {to}")
 
 
