@@ -233,15 +233,20 @@ class Composer:
 _WIRE = email.policy.compat32.clone(linesep="\r\n")  # SMTP lines end in CRLF
 
 
-def resent_copy(raw: bytes, *, resent_from: str, resent_to: str, loop_domain: str, date: datetime) -> bytes:
-    """A forwarded copy of a message as it arrived: RFC 5322 Resent-* fields and our loop marker on top of its bytes."""
+def prepend_fields(raw: bytes, fields: list[tuple[str, str]]) -> bytes:
+    """Header fields put on top of a message's bytes (trace and Resent-* fields), written by the email API."""
     block = Message()
-    block["Resent-From"] = _addresses([Party("", resent_from)])
-    block["Resent-To"] = _addresses([Party("", resent_to)])
-    block["Resent-Date"] = format_datetime(date)
-    block[LOOP_HEADER] = loop_domain
+    for name, value in fields:
+        block[name] = _text_header(value)
     head = block.as_bytes(policy=_WIRE)
     return head[: head.index(b"\r\n\r\n") + 2] + raw
+
+
+def resent_copy(raw: bytes, *, resent_from: str, resent_to: str, loop_domain: str, date: datetime) -> bytes:
+    """A forwarded copy of a message as it arrived: RFC 5322 Resent-* fields and our loop marker on top of its bytes."""
+    return prepend_fields(raw, [("Resent-From", _addresses([Party("", resent_from)])),
+                                ("Resent-To", _addresses([Party("", resent_to)])),
+                                ("Resent-Date", format_datetime(date)), (LOOP_HEADER, loop_domain)])
 _UTF8_QP = email.charset.Charset("utf-8")
 _UTF8_QP.body_encoding = email.charset.QP
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from .compose import prepend_fields
 from .config import Config, read_secret_file
 from .dkim import signer_for
 from .errors import DeliveryError, StorageUnavailable
@@ -52,9 +53,9 @@ class MaildirTransport(Transport):
         self.path = path
 
     def send(self, item: OutboxItem) -> None:
-        envelope = (f"Return-Path: <{item.mail_from}>\r\n" + "".join(f"Delivered-To: {r}\r\n" for r in item.rcpt_to)).encode()
+        trace = [("Return-Path", f"<{item.mail_from}>")] + [("Delivered-To", r) for r in item.rcpt_to]
         try:
-            mailbox.Maildir(str(self.path), create=True).add(envelope + item.raw)
+            mailbox.Maildir(str(self.path), create=True).add(prepend_fields(item.raw, trace))
         except OSError as exc:
             raise DeliveryError(f"cannot write to Maildir {self.path}: {exc}") from exc
 
