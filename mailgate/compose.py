@@ -136,8 +136,25 @@ class Composer:
                 problems.append(Problem(Location(exc.filename or name, exc.lineno or 0), f"template syntax: {exc.message}"))
             except jinja2.TemplateNotFound:
                 problems.append(Problem(Location(name), "template not found"))
+        problems += self._trial_renders()
         if problems:
             raise TemplateError(problems)
+
+    def _trial_renders(self) -> list[Problem]:
+        """Render each template mailgate itself uses with sample values, so that an unknown variable or a failing
+        filter is reported at load (template:line) instead of quarantining a customer's mail later."""
+        problems: list[Problem] = []
+        for name, template in self._compiled.items():
+            context = _sample_context(name)
+            if context is None:
+                continue  # a partial for {% include %}: checked through the templates that include it
+            try:
+                template.render(**context)
+            except Exception as exc:  # noqa: BLE001 - every failure is a problem to report, none is fatal here
+                problems.append(Problem(Location(template.filename or name, _error_line(exc, template)),
+                                        f"does not render with the variables mailgate passes ({type(exc).__name__}: {exc});"
+                                        f" it may use: {', '.join(sorted(context))}"))
+        return problems
 
     def _escape_attempts(self, name: str, names: set[str]) -> list[Problem]:
         """Load-time refusal of what the sandbox would only stop at render time: internal (`_`) attributes and
@@ -179,7 +196,8 @@ class Composer:
             line = _error_line(exc, template)
             raise TemplateError(Problem(Location(template.filename or name, line), f"cannot render: {exc}")) from None
         except Exception as exc:  # a filter or attribute raising inside the sandbox
-            raise TemplateError(Problem(Location(template.filename or name), f"cannot render: {type(exc).__name__}: {exc}")) from None
+            raise TemplateError(Problem(Location(template.filename or name, _error_line(exc, template)),
+                                        f"cannot render: {type(exc).__name__}: {exc}")) from None
 
     def new_message_id(self) -> str:
         return f"{secrets.token_urlsafe(18)}@{self.domain}"
@@ -315,6 +333,31 @@ def _header_address(party: Party) -> HeaderAddress:
         return HeaderAddress(display_name=name, username=local or party.addr, domain=domain.strip("."))
 
 
+def _sample_context(template_name: str) -> dict[str, Any] | None:
+    """The variables mailgate passes to one of its templates, with plausible values (None: not one of ours)."""
+    from .store.records import Ticket  # the real record type, so attribute typos are caught
+
+    now = datetime.now(timezone.utc)
+    ticket = Ticket(number=1234, subject="Printer on fire", status="open", priority="high", team="tech", assignee="carol",
+                    customer="customer@example.com", customer_name="Carol Customer", sla_policy="standard",
+                    tags=("printer",), created_at=now, updated_at=now, message_count=2)
+    common = {"ticket": ticket, "support_name": "Support", "subject_tag": "Support"}
+    stem = template_name.split(".", 1)[0]
+    if stem.startswith("ack"):
+        return {**common, "customer": ticket.customer, "customer_name": ticket.customer_name,
+                "promised_response": "within 4 business hours"}
+    return {
+        "agent_notification": {**common, "event": "New ticket", "customer": ticket.customer,
+                               "customer_name": ticket.customer_name, "text": "It smokes.", "sla_due": "2026-01-05 17:00 UTC",
+                               "rules": ["printers"]},
+        "relay": {**common, "text": "We are sending a technician.", "agent_name": "Carol"},
+        "command_error": {**common, "headline": "Your reply had commands mailgate did not understand:",
+                          "errors": ["#frobnicate: unknown command"], "relayed": True},
+        "escalation": {"alarm": "warning", "ticket": ticket, "target": "first response", "due_at": "2026-01-05 17:00 UTC",
+                       "customer": ticket.customer, "policy": "standard", "remaining": "12 min"},
+    }.get(stem)
+
+
 def _line_of(source: str, text: str | None) -> int:
     """The first line mentioning `text` (a referenced template name), 0 when unknown."""
     if text:
@@ -325,10 +368,14 @@ def _line_of(source: str, text: str | None) -> int:
 
 
 def _error_line(exc: Exception, template: jinja2.Template) -> int:
+    """The template line a render error happened on (jinja rewrites tracebacks to point into the template file)."""
     tb = exc.__traceback__
     line = 0
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == template.filename or tb.tb_frame.f_code.co_filename == "<template>":
+        filename = tb.tb_frame.f_code.co_filename
+        if filename == template.filename:
+            line = tb.tb_lineno  # already a template line
+        elif filename == "<template>":
             line = template.get_corresponding_lineno(tb.tb_lineno)
         tb = tb.tb_next
     return getattr(exc, "lineno", None) or line

@@ -125,9 +125,14 @@ def test_template_escape_attempts_fail_at_render_with_a_clear_error(tmp_path: Pa
 
 def test_a_template_that_fails_to_render_sends_nothing_and_keeps_the_mail(start_daemon, smtp_sink: SmtpSink,
                                                                          tmp_path: Path) -> None:
-    """Through the daemon: the render error quarantines the mail (kept, replayable), nothing leaks to the customer."""
+    """Through the daemon: an escape attempt is refused at start-up (file:line); a template that only fails on some
+    data (here: ticket #1) quarantines that mail at render time (kept, replayable) and nothing leaks to the customer."""
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "ack.txt.j2").write_text("Your secret: {{ config.secret }}{{ ticket|attr('__cl' ~ 'ass__') }}\n")
+    with pytest.raises(TemplateError) as refused:
+        start_daemon(relay={"host": "127.0.0.1", "port": smtp_sink.port, "tls": "none"})
+    assert "ack.txt.j2:1:" in str(refused.value) and "test-secret" not in str(refused.value)
+    (tmp_path / "templates" / "ack.txt.j2").write_text("Ticket {{ ticket.number }}: {{ 100 // (ticket.number - 1) }}\n")
     d: RunningDaemon = start_daemon(relay={"host": "127.0.0.1", "port": smtp_sink.port, "tls": "none"})
     raw = raw_mail(1, "c1@client.test", "Leak please")
     assert send(d.port, raw)[0] == 250
@@ -136,4 +141,4 @@ def test_a_template_that_fails_to_render_sends_nothing_and_keeps_the_mail(start_
     assert smtp_sink.messages == [] and not d.store.due_outbox(utcnow())
     row = d.store.query("SELECT raw, error FROM spool")[0]
     assert row["raw"] == raw.replace(b"\r\n", b"\r\n") and "TemplateError" in row["error"]
-    assert "test-secret" not in row["error"]
+    assert "ack.txt.j2:1" in row["error"] and "test-secret" not in row["error"]
