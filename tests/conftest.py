@@ -126,13 +126,13 @@ def write_config(tmp_path: Path, **settings: Any) -> Path:
 class RunningDaemon:
     """A Daemon on its own event loop in a thread, as `mailgate serve` runs it, on temp files and free ports."""
 
-    def __init__(self, config_path: Path):
+    def __init__(self, config_path: Path, **daemon_options: Any):
         from mailgate.config import load
         from mailgate.daemon import Daemon
 
         self.config_path = config_path
         self.config = load(str(config_path))
-        self.daemon = Daemon(self.config, sweep_interval=0.2, grace=5.0)
+        self.daemon = Daemon(self.config, **{"sweep_interval": 0.2, "grace": 5.0, **daemon_options})
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -46,19 +46,8 @@ class FakeClock:
 class ClockedDaemon(RunningDaemon):
     """conftest's RunningDaemon, with the clock injected into Daemon."""
 
-    def __init__(self, config_path: Path, clock: FakeClock):  # noqa: super().__init__ would start one without the clock
-        from mailgate.config import load
-        from mailgate.daemon import Daemon
-
-        self.config_path = config_path
-        self.config = load(str(config_path))
-        self.daemon = Daemon(self.config, sweep_interval=0.2, grace=5.0, clock=clock)
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        if not self.ready.wait(10):
-            raise AssertionError(f"daemon did not start: {self.error!r}")
+    def __init__(self, config_path: Path, clock: FakeClock):
+        super().__init__(config_path, clock=clock)
 
     def at(self, clock: FakeClock, minutes: float) -> None:
         clock.set(minutes)
