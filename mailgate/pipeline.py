@@ -113,7 +113,7 @@ class Pipeline:
                 tx.event(None, "screen", f"<{mail.message_id}> {check.name}: {check.reason}", spool_id=sid)
 
         if verdict.is_bounce:
-            return self._file_bounce(tx, entry, mail, verdict)
+            return self._file_bounce(tx, entry, mail, verdict, rt)
 
         settings = ThreadingSettings(self.config.support_addresses, self.config.subject_tag, self.secret,
                                      is_agent=rt.ruleset.is_agent)
@@ -214,8 +214,7 @@ class Pipeline:
         tx.event(number, "threading", f"follow-up: {linked.detail}", spool_id=sid)
         if linked.sender_known:
             self._add_copied_people(tx, number, mail, rt, decision.cc)
-        elif mail.sender:
-            tx.add_participant(number, mail.sender, _name(mail), "observer", False)
+        elif mail.sender and tx.add_participant(number, mail.sender, _name(mail), "observer", False):
             tx.event(number, "participant_added", f"{mail.sender} wrote in without being on the ticket ({linked.evidence});"
                      " kept as an observer who does not receive replies")
         for hit in decision.hits:
@@ -240,14 +239,14 @@ class Pipeline:
         tx.set_spool_state(sid, "done", message_id=mail.message_id, ticket_number=number)
         return Outcome(sid, "followup", mail.message_id, number, linked.detail)
 
-    def _file_bounce(self, tx: Tx, entry: SpoolEntry, mail: Mail, verdict: Verdict) -> Outcome:
+    def _file_bounce(self, tx: Tx, entry: SpoolEntry, mail: Mail, verdict: Verdict, rt: Runtime) -> Outcome:
         number = None
         for mid in verdict.bounced_message_ids:
             found = tx.message_ticket(mid)
             if found and found[0] is not None:
                 number = found[0]
                 break
-        store_inbound(self._context(tx, entry, mail, verdict, self.runtime()), number, "bounce")
+        store_inbound(self._context(tx, entry, mail, verdict, rt), number, "bounce")
         who = ", ".join(verdict.bounced_recipients) or "unknown recipient"
         for addr in verdict.bounced_recipients:
             tx.mark_bouncing(addr, mail.message_id)
