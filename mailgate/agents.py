@@ -53,8 +53,9 @@ def _agent_party(ctx: FilingContext, agent: Agent) -> Party:
 
 def notify_agents(ctx: FilingContext, number: int, event: str, decision: Decision) -> int:
     """Mail the assignee (or the team's present members) about a customer's mail; returns how many agents were mailed."""
-    if _automatic(ctx):
-        ctx.tx.event(number, "agents_not_notified", "automatic mail: " + "; ".join(_automatic(ctx)))
+    automatic = _automatic(ctx)
+    if automatic:
+        ctx.tx.event(number, "agents_not_notified", "automatic mail: " + "; ".join(automatic))
         return 0
     ticket = ctx.tx.ticket(number)
     assert ticket is not None
