@@ -269,7 +269,7 @@ class Pipeline:
             tx.event(number, "ack_suppressed", f"{address} is marked as bouncing")
             return False
         limits, now = self.config.autoreply, self.clock()
-        if tx.auto_mails_to(address, now - timedelta(days=3650), ticket_number=number, kind="ack") >= 1:
+        if tx.auto_mails_to(address, ticket_number=number) >= 1:
             tx.event(number, "ack_suppressed", f"{address} was already acknowledged on this ticket")
             return False
         if tx.auto_mails_to(address, now - timedelta(hours=24)) >= limits.daily_cap_per_sender:

@@ -178,16 +178,13 @@ class Tx:
              raw, now, iso(due_at), now))
         return int(cur.lastrowid)  # type: ignore[arg-type]
 
-    def auto_mails_to(self, address: str, since: datetime, ticket_number: int | None = None, kind: str | None = None) -> int:
-        """How many automatic mails (acks, auto notices) were queued to an address since a time."""
-        sql = "SELECT count(*) FROM outbox WHERE rcpt_key = ? AND created_at >= ? AND kind IN ('ack', 'auto')"
-        args: list[Any] = [address.lower(), iso(since)]
+    def auto_mails_to(self, address: str, since: datetime | None = None, ticket_number: int | None = None) -> int:
+        """How many automatic mails (acknowledgements) were queued to an address (since a time; on one ticket or all)."""
+        sql = "SELECT count(*) FROM outbox WHERE rcpt_key = ? AND created_at >= ? AND kind = 'ack'"
+        args: list[Any] = [address.lower(), iso(since) if since else ""]
         if ticket_number is not None:
-            sql += " AND ticket_number=?"
+            sql += " AND ticket_number = ?"
             args.append(ticket_number)
-        if kind is not None:
-            sql = sql.replace("kind IN ('ack', 'auto')", "kind=?")
-            args.insert(2, kind)
         return self.conn.execute(sql, args).fetchone()[0]
 
     # routing state (the RoutingState protocol of mailgate.rules)
