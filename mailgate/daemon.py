@@ -98,9 +98,9 @@ class Daemon:
         self.config = config
         self.sweep_interval = sweep_interval
         self.grace = grace
+        self.runtime = load_runtime(config)  # first: a bad rules file or template stops start-up before anything opens
         self.store = Store(config.path(config.database), config.database_busy_timeout)
         self.secret = reply_token_secret(config) or self.store.meta_secret()
-        self.runtime = load_runtime(config)
         self.pipeline = Pipeline(self.store, config, lambda: self.runtime, self.secret, clock=clock)
         self.outbox = Outbox(self.store, config, clock=clock)
         self.metrics: metrics_listener.MetricsServer | None = None
@@ -167,8 +167,8 @@ class Daemon:
         tasks = [asyncio.create_task(self._pipeline_worker(), name="pipeline"),
                  asyncio.create_task(self.outbox.run(self._stop, self._wake_outbox), name="outbox"),
                  asyncio.create_task(self._watch_files(), name="watch"),
-                 asyncio.create_task(self._retention(), name="retention")]
-        tasks.append(asyncio.create_task(self._sla_timer(), name="sla"))
+                 asyncio.create_task(self._retention(), name="retention"),
+                 asyncio.create_task(self._sla_timer(), name="sla")]
         self.metrics = metrics_listener.start(self.store, self.config, self.clock)
         imap_threads = self._start_imap()
         if self.config.smtp.enabled:
