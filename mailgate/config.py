@@ -311,26 +311,34 @@ def read_secret_file(config: Config, value: str, what: str) -> str:
         raise ConfigError(Problem(Location(str(config.path(value))), f"{what}: cannot read the secret file ({exc})")) from None
 
 
-def describe(config: Config, mask: bool = True) -> list[str]:
-    """`key = value` lines for every effective setting, secrets masked: what `mailgate config --show` prints."""
-    lines: list[str] = [f"# read from {config.source}"]
+def settings(config: Config) -> list[tuple[str, Any, dataclasses.Field]]:
+    """Every effective setting as (dotted name, value, field), nested sections and IMAP accounts flattened."""
+    out: list[tuple[str, Any, dataclasses.Field]] = []
 
-    def emit(obj: Any, prefix: str) -> None:
+    def walk(obj: Any, prefix: str) -> None:
         for f in dataclasses.fields(obj):
             if f.metadata.get("internal"):
                 continue
             value = getattr(obj, f.name)
             name = f"{prefix}{f.name}"
             if dataclasses.is_dataclass(value):
-                emit(value, name + ".")
+                walk(value, name + ".")
             elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
                 for i, item in enumerate(value):
-                    emit(item, f"{name}[{i}].")
+                    walk(item, f"{name}[{i}].")
             else:
-                shown = "********" if (mask and f.metadata.get("secret") and value) else value
-                if isinstance(shown, tuple):
-                    shown = ", ".join(shown)
-                lines.append(f"{name} = {shown}    # {f.metadata.get('help', '')}")
+                out.append((name, value, f))
 
-    emit(config, "")
+    walk(config, "")
+    return out
+
+
+def describe(config: Config, mask: bool = True) -> list[str]:
+    """`key = value` lines for every effective setting, secrets masked: what `mailgate config --show` prints."""
+    lines: list[str] = [f"# read from {config.source}"]
+    for name, value, f in settings(config):
+        shown = "********" if (mask and f.metadata.get("secret") and value) else value
+        if isinstance(shown, tuple):
+            shown = ", ".join(shown)
+        lines.append(f"{name} = {shown}    # {f.metadata.get('help', '')}")
     return lines

@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .compose import Composer
 from .config import Config, reply_token_secret
@@ -312,7 +313,7 @@ class Daemon:
 
     def reload_config(self) -> bool:
         """Re-read mailgate.yaml: apply the LIVE_SETTINGS, log by name every other change (it needs a restart)."""
-        from .config import describe, load
+        from .config import load, settings
         from .outbox import transport_for
 
         if self.config.source.startswith("<"):
@@ -326,8 +327,8 @@ class Daemon:
                 log.error("reload (SIGHUP): configuration not reloaded, keeping the running one: %s", line)
             return False
 
-        def values(c: Config) -> dict[str, str]:
-            return dict(line.split("    # ")[0].split(" = ", 1) for line in describe(c, mask=False)[1:])  # type: ignore[misc]
+        def values(c: Config) -> dict[str, Any]:
+            return {name: value for name, value, _field in settings(c)}
 
         before, after = values(self.config), values(new)
         changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
