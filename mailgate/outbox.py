@@ -27,6 +27,7 @@ from .errors import DeliveryError, StorageUnavailable
 from .store import OutboxItem, Store, utcnow
 
 log = logging.getLogger("mailgate.outbox")
+BATCH = 50  # rows claimed and sent per round (over one relay session)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class Transport:
 
     def describe(self) -> str:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def close(self) -> None:
+        """End whatever session a batch of sends kept open (nothing to do for most transports)."""
 
 
 class MaildirTransport(Transport):
@@ -71,6 +75,7 @@ class RelayTransport(Transport):
         self.password = self.relay.password or (read_secret_file(config, self.relay.password_file, "relay.password_file")
                                                 if self.relay.password_file else "")
         self._context: ssl.SSLContext | None = None
+        self._client: smtplib.SMTP | None = None  # one session serves a whole batch of due mail
 
     @property
     def context(self) -> ssl.SSLContext:
@@ -98,28 +103,41 @@ class RelayTransport(Transport):
         return client
 
     def send(self, item: OutboxItem) -> None:
+        """Send over the batch's session (opened on first use); a session the relay closed is reopened once."""
         r = self.relay
         try:
-            client = self.connect()
             try:
-                refused = client.sendmail(item.mail_from, list(item.rcpt_to), item.raw)
-            finally:
-                try:
-                    client.quit()
-                except (smtplib.SMTPException, OSError):
-                    pass
+                refused = self._session().sendmail(item.mail_from, list(item.rcpt_to), item.raw)
+            except smtplib.SMTPServerDisconnected:  # e.g. the relay's idle timeout or per-session message limit
+                self.close()
+                refused = self._session().sendmail(item.mail_from, list(item.rcpt_to), item.raw)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _msg in exc.recipients.values()]
             raise DeliveryError(f"relay {r.host}:{r.port} refused all recipients: {exc.recipients}",
                                 permanent=all(c >= 500 for c in codes)) from exc
         except smtplib.SMTPResponseException as exc:
+            self.close()  # the session's state after a refused command is not worth trusting
             text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
             raise DeliveryError(f"relay {r.host}:{r.port} answered {exc.smtp_code} {text}",
                                 permanent=exc.smtp_code >= 500) from exc
         except (OSError, smtplib.SMTPException, socket.timeout) as exc:
+            self.close()
             raise DeliveryError(f"relay {r.host}:{r.port} unreachable: {exc}") from exc
         if refused:
             log.warning("outbox: relay refused some recipients of %s: %s", item.message_id, refused)
+
+    def _session(self) -> smtplib.SMTP:
+        if self._client is None:
+            self._client = self.connect()
+        return self._client
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.quit()
+            except (smtplib.SMTPException, OSError):
+                client.close()
 
     def describe(self) -> str:
         return f"relay:{self.relay.host}:{self.relay.port} ({self.relay.tls})"
@@ -146,12 +164,19 @@ class Outbox:
         delay = min(o.retry_max, o.retry_base * (2 ** max(0, attempts - 1)))
         return delay * random.uniform(0.8, 1.2)
 
-    def deliver_due(self, limit: int = 50) -> DeliveryReport:
-        """Send every due row once; blocking (run it in a thread)."""
+    def deliver_due(self, limit: int = BATCH) -> DeliveryReport:
+        """Send every due row once, over one relay session; blocking (run it in a thread)."""
+        transport = self.transport  # a SIGHUP may swap self.transport; this batch ends on the one it began with
+        try:
+            return self._deliver(transport, self.store.due_outbox(self.clock(), limit))
+        finally:
+            transport.close()
+
+    def _deliver(self, transport: Transport, items: list[OutboxItem]) -> DeliveryReport:
         sent = deferred = failed = 0
-        for item in self.store.due_outbox(self.clock(), limit):
+        for item in items:
             try:
-                self.transport.send(dataclasses.replace(item, raw=self.signer.sign(item.raw)) if self.signer else item)
+                transport.send(dataclasses.replace(item, raw=self.signer.sign(item.raw)) if self.signer else item)
             except DeliveryError as exc:
                 attempts = item.attempts + 1
                 give_up = exc.permanent or attempts >= self.config.outbox.max_attempts
@@ -169,7 +194,7 @@ class Outbox:
             self.store.mark_sent(item.id, self.clock())
             sent += 1
             log.info("outbox: sent kind=%s message-id=<%s> ticket=%s to=%s via=%s", item.kind, item.message_id,
-                     item.ticket_number, ",".join(item.rcpt_to), self.transport.describe())
+                     item.ticket_number, ",".join(item.rcpt_to), transport.describe())
         return DeliveryReport(sent, deferred, failed)
 
     async def run(self, stop: asyncio.Event, wake: asyncio.Event, interval: float = 1.0) -> None:
@@ -178,7 +203,7 @@ class Outbox:
             wake.clear()
             try:
                 report = await asyncio.to_thread(self.deliver_due)
-                if report.sent == 50:
+                if report.sent == BATCH:  # more may be due right now
                     continue
             except StorageUnavailable as exc:
                 log.error("outbox: storage unavailable, will retry: %s", exc)

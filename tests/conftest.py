@@ -53,6 +53,12 @@ class SinkHandler:
     messages: list[Captured] = field(default_factory=list)
     fail_with: str | None = None  # e.g. "451 4.3.0 try later" to simulate a relay in trouble
     arrived: threading.Condition = field(default_factory=threading.Condition)
+    sessions: int = 0  # EHLO/HELO greetings seen: one per SMTP session
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
+        self.sessions += 1
+        session.host_name = hostname
+        return responses
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.fail_with:
